@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -70,12 +71,20 @@ def http_ok(url: str, *, verify: bool = False, headers: dict[str, str] | None = 
 
 @dataclass
 class ManagedProcess:
-    """A child process in its own process group, logging to a file."""
+    """A child process in its own process group, logging to a file.
+
+    Started either by exec (`start`: any program) or by fork (`fork`: a Python function in
+    a copy of this process, which skips the child's interpreter start-up and imports).
+    """
 
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
     log_path: Path
-    _log: IO[bytes] = field(repr=False)
+    _log: IO[bytes] | None = field(repr=False)
+    _pid: int = 0
+    _returncode: int | None = None
+    # The signal that asks for a prompt, clean exit (PostgreSQL's is SIGINT: "fast" mode).
+    stop_signal: signal.Signals = signal.SIGTERM
 
     @classmethod
     def start(
@@ -103,14 +112,66 @@ class ManagedProcess:
             group=pwd.getpwnam(user).pw_gid if user else None,
             extra_groups=[] if user else None,
         )
-        return cls(name=name, popen=popen, log_path=log_path, _log=log)
+        return cls(name=name, popen=popen, log_path=log_path, _log=log, _pid=popen.pid)
+
+    @classmethod
+    def fork(cls, name: str, target: Callable[[], int | None], *, log_path: Path) -> ManagedProcess:
+        """Run `target()` in a forked child (own session, output to `log_path`).
+
+        Only fork from a process with no other threads running: the child gets a copy of
+        one thread, and a lock another thread held would stay locked in it forever.
+        """
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                code = target() or 0
+            except BaseException:  # noqa: BLE001 - the child reports and exits, never returns
+                import traceback  # noqa: PLC0415
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        return cls(name=name, popen=None, log_path=log_path, _log=None, _pid=pid)
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.poll()
+        if self._returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(self._pid, os.WNOHANG)
+                if done:
+                    self._returncode = os.waitstatus_to_exitcode(status)
+        return self._returncode
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return self.returncode is None
+
+    def _wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -122,19 +183,18 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the whole group, then SIGKILL what is left after `timeout`."""
         if self.alive():
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
+            self._signal_group(self.stop_signal)
+            if not self._wait(timeout):
                 self._signal_group(signal.SIGKILL)
-                self.popen.wait(5)
+                self._wait(5)
         # Children that outlived the leader (a server's workers) still share its group.
         self._signal_group(signal.SIGKILL)
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, sig)
+            os.killpg(self._pid, sig)
 
 
 def wait_until(
@@ -152,7 +212,7 @@ def wait_until(
             return
         if proc is not None and not proc.alive():
             raise StartupError(
-                f"{what}: {proc.name} exited with {proc.popen.returncode}\n{proc.log_tail()}"
+                f"{what}: {proc.name} exited with {proc.returncode}\n{proc.log_tail()}"
             )
         if time.monotonic() > deadline:
             tail = proc.log_tail() if proc is not None else ""
