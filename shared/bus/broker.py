@@ -1,0 +1,30 @@
+"""One FastStream `NatsBroker` per process, with tracing and Prometheus middlewares."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
+
+from shared.logging import get_logger
+from shared.settings import NatsSettings
+
+
+def create_broker(
+    settings: NatsSettings, *, service: str, tracer_provider: TracerProvider | None = None
+) -> NatsBroker:
+    return NatsBroker(
+        settings.url,
+        name=f"ekiben-{service}",
+        # Keep reconnecting: NATS being away for a while is an outage to ride out, not an exit.
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        middlewares=(
+            NatsTelemetryMiddleware(tracer_provider=tracer_provider),
+            NatsPrometheusMiddleware(registry=REGISTRY, app_name=f"ekiben-{service}"),
+        ),
+        logger=get_logger("faststream"),
+        graceful_timeout=10.0,
+    )

@@ -1,0 +1,142 @@
+"""The outbox relay: from committed rows to JetStream, at least once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from faststream.nats import NatsBroker
+from opentelemetry import propagate, trace
+
+from shared.db import Connection
+from shared.events import EVENT_STREAM
+from shared.logging import get_logger
+from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_DELAY, OUTBOX_PUBLISHED
+
+log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+# A test hook: called after a batch is published and before it is marked sent.
+AfterPublish = Callable[[list[str]], Awaitable[None]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        broker: NatsBroker,
+        *,
+        schema: str,
+        batch_size: int = 200,
+        safety_poll_seconds: float = 5.0,
+        after_publish: AfterPublish | None = None,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._schema = schema
+        self._channel = f"{schema}_outbox"
+        self._batch_size = batch_size
+        self._safety_poll = safety_poll_seconds
+        self._after_publish = after_publish
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Connection | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_listener()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if isinstance(listener, PoolConnectionProxy):
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(self._channel, self._notified)
+                await self._pool.release(listener)
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            listener = await self._pool.acquire()
+            await listener.add_listener(self._channel, self._notified)
+            self._listener = listener
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+                # Drain until a pass finds nothing, then sleep until notified.
+                self._wake.clear()
+                while await self.drain_once():
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._safety_poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the relay outlives outages of PG or NATS
+                log.warning("outbox.relay.error", schema=self._schema, error=repr(exc))
+                await self._close_listener()
+                await asyncio.sleep(1.0)
+
+    async def drain_once(self) -> int:
+        """Publish one batch; returns how many rows it published (0: nothing to do)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One relay at a time keeps the order; the others find the lock taken and wait
+            # for their next wake-up.
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"ekiben.outbox.{self._schema}"
+            ):
+                return 0
+            rows = await conn.fetch(
+                """SELECT id, event_id, event_type, subject, payload, headers, created_at
+                   FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1""",
+                self._batch_size,
+            )
+            if not rows:
+                OUTBOX_BACKLOG.labels(self._schema).set(0)
+                return 0
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            if self._after_publish is not None:
+                await self._after_publish([row["event_id"] for row in rows])
+            await conn.execute(
+                "UPDATE outbox SET published_at = now(), attempts = attempts + 1"
+                " WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+            backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            OUTBOX_BACKLOG.labels(self._schema).set(backlog)
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        headers: dict[str, str] = dict(row["headers"] or {})
+        # The span continues the trace of the request that wrote the row.
+        parent = propagate.extract(headers)
+        with tracer.start_as_current_span(
+            f"outbox publish {row['event_type']}", context=parent, kind=trace.SpanKind.PRODUCER
+        ):
+            headers["Nats-Msg-Id"] = row["event_id"]
+            headers["Ce-Type"] = row["event_type"]
+            await self._broker.publish(
+                row["payload"],  # a dict: FastStream sends it as application/json
+                row["subject"],
+                headers=headers,
+                stream=EVENT_STREAM,
+                correlation_id=row["event_id"],
+            )
+        OUTBOX_PUBLISHED.labels(self._schema, row["event_type"]).inc()
+        OUTBOX_DELAY.labels(self._schema).observe(
+            (datetime.now(UTC) - row["created_at"]).total_seconds()
+        )
