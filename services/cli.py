@@ -1,0 +1,149 @@
+"""The `ekiben` command: run the stack, serve one service, migrate, operate."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.catalog import SERVICES
+
+# No locals in tracebacks: they would print settings, tokens and DSNs to the terminal.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
+dev_app = typer.Typer(no_args_is_help=True, help="Tools for developing Ekiben itself.")
+events_app = typer.Typer(no_args_is_help=True, help="Lifecycle events on NATS JetStream.")
+app.add_typer(dev_app, name="dev")
+app.add_typer(events_app, name="events")
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ekiben"
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", envvar="EKIBEN_DATA_DIR", help="Where the embedded servers keep their data."
+    ),
+]
+
+
+def _service_names() -> list[str]:
+    return list(SERVICES)
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    host: Annotated[str | None, typer.Option(help="Overrides the http.host setting.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides the http.port setting.")] = None,
+) -> None:
+    """Serve one service (configured by its EKIBEN_<NAME>_* environment variables)."""
+    entry = SERVICES.get(name)
+    if entry is None:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    entry.serve(host=host, port=port)
+
+
+@app.command()
+def migrate(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Services to migrate (default: all that own data).")
+    ] = None,
+) -> None:
+    """Apply the database migrations of the services (also done at each service's start)."""
+    from shared.service import migrate as run_migrations  # noqa: PLC0415
+    from shared.settings import BackendSettings  # noqa: PLC0415
+
+    chosen = names or [n for n, e in SERVICES.items() if e.owns_data]
+    for name in chosen:
+        entry = SERVICES.get(name)
+        if entry is None or not entry.owns_data:
+            raise typer.BadParameter(f"{name!r} is not a service that owns data")
+        settings = entry.settings_class()()
+        assert isinstance(settings, BackendSettings)
+        migrations_dir = importlib.import_module(f"services.{name}.app").MIGRATIONS
+        applied = asyncio.run(run_migrations(settings, migrations_dir))
+        typer.echo(
+            f"{name}: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else "")
+        )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    gateway_port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8000,
+    dashboard_port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8080,
+    nats_url: Annotated[
+        str | None, typer.Option(envvar="EKIBEN_NATS_URL", help="Use this NATS server.")
+    ] = None,
+    postgres_dsn: Annotated[
+        str | None,
+        typer.Option(envvar="EKIBEN_POSTGRES_DSN", help="Use this PostgreSQL database."),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None, typer.Option(envvar="EKIBEN_S3_ENDPOINT", help="Use this S3 server.")
+    ] = None,
+    s3_access_key: Annotated[str | None, typer.Option(envvar="EKIBEN_S3_ACCESS_KEY")] = None,
+    s3_secret_key: Annotated[str | None, typer.Option(envvar="EKIBEN_S3_SECRET_KEY")] = None,
+    s3_bucket: Annotated[str, typer.Option(envvar="EKIBEN_S3_BUCKET")] = "ekiben",
+) -> None:
+    """Run the whole stack on this machine: NATS, PostgreSQL, S3 and the five services."""
+    from services.stack import External, Stack  # noqa: PLC0415
+
+    external = External(
+        nats_url=nats_url,
+        postgres_dsn=postgres_dsn,
+        s3_endpoint=s3_endpoint,
+        s3_access_key=s3_access_key,
+        s3_secret_key=s3_secret_key,
+        s3_bucket=s3_bucket,
+    )
+    stack = Stack(
+        data_dir.expanduser().resolve(),
+        external=external,
+        gateway_port=gateway_port,
+        dashboard_port=dashboard_port,
+    )
+    raise typer.Exit(stack.run())
+
+
+@dev_app.command("k8s")
+def dev_k8s(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Start a real Kubernetes control plane (built by tests/k8s/build.sh) until Ctrl-C."""
+    from shared.devstack.kube import run_dev_k8s  # noqa: PLC0415
+
+    run_dev_k8s(data_dir.expanduser().resolve() / "k8s")
+
+
+@events_app.command("tail")
+def events_tail(
+    nats_url: Annotated[str, typer.Option(envvar="EKIBEN_NATS_URL")] = "nats://127.0.0.1:4222",
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Only this type, e.g. bento.pushed")
+    ] = None,
+    replay: Annotated[bool, typer.Option(help="Start from the first stored event.")] = False,
+) -> None:
+    """Print lifecycle events as JSON lines as they happen."""
+    from services.tail import tail  # noqa: PLC0415
+
+    asyncio.run(tail(nats_url, event_type=event_type, replay=replay))
+
+
+@events_app.command("asyncapi")
+def events_asyncapi() -> None:
+    """Print the AsyncAPI document of the event contract."""
+    from shared.events.asyncapi import asyncapi_document  # noqa: PLC0415
+
+    typer.echo(json.dumps(asyncapi_document(), indent=2, sort_keys=True))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

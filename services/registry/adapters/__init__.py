@@ -1,0 +1,1 @@
+"""Clients of the registry's outside world (the object store)."""

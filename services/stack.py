@@ -1,0 +1,262 @@
+"""`ekiben up`: the whole stack on one machine, embedded servers included.
+
+Start order: the dependencies (NATS, PostgreSQL, S3: embedded unless a URL is given) in
+parallel, then the five services as child processes (`ekiben serve <name>`, configured by
+the environment exactly as in production), each awaited on its `/readyz`. When all are
+ready it prints `gateway: URL` and `dashboard: URL` on stdout and writes
+`<data-dir>/stack.json` for other commands. SIGINT or SIGTERM stops the services, then the
+dependencies, by process group. If a service dies, the stack stops and says which.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+from services.catalog import SERVICES, ServiceEntry
+from shared.devstack.process import ManagedProcess, StartupError, free_port, http_ok, wait_until
+from shared.devstack.servers import (
+    RunningServer,
+    S3Server,
+    start_nats,
+    start_postgres,
+    start_seaweedfs,
+)
+
+
+@dataclass(frozen=True)
+class External:
+    """Dependencies to use instead of starting embedded ones (None: embedded)."""
+
+    nats_url: str | None = None
+    postgres_dsn: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "ekiben"
+
+
+@dataclass
+class Endpoints:
+    nats_url: str
+    postgres_dsn: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"ekiben: {message}\n")
+    sys.stderr.flush()
+
+
+class Stack:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        external: External | None = None,
+        gateway_port: int = 8000,
+        dashboard_port: int = 8080,
+    ) -> None:
+        self.data_dir = data_dir
+        self.external = external or External()
+        self.gateway_port = gateway_port or free_port()
+        self.dashboard_port = dashboard_port or free_port()
+        self.servers: list[RunningServer] = []
+        self.services: dict[str, ManagedProcess] = {}
+        self._stop = threading.Event()
+        self._lock_file: IO[str] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, print the URLs, block until a signal; the exit code."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._stop.set())
+        begin = time.monotonic()
+        try:
+            self._take_lock()
+            endpoints = self.start_dependencies()
+            urls = self.start_services(endpoints)
+            self._write_state(endpoints, urls)
+            _say(f"ready in {time.monotonic() - begin:.1f}s (data in {self.data_dir})")
+            sys.stdout.write(f"gateway: {urls['gateway']}\ndashboard: {urls['dashboard']}\n")
+            sys.stdout.flush()
+            return self._supervise()
+        except StartupError as exc:
+            _say(f"could not start: {exc}")
+            return 1
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        # Services first (they flush their outbox and consumers), then what they use.
+        for name, proc in reversed(list(self.services.items())):
+            proc.stop(timeout=15)
+            _say(f"stopped {name}")
+        self.services.clear()
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+        (self.data_dir / "stack.json").unlink(missing_ok=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _supervise(self) -> int:
+        while not self._stop.wait(0.5):
+            for name, proc in self.services.items():
+                if not proc.alive():
+                    _say(f"{name} exited with {proc.returncode}; stopping the stack")
+                    _say(f"last lines of {proc.log_path}:\n{proc.log_tail(20)}")
+                    return 1
+        _say("stopping")
+        return 0
+
+    def _take_lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.data_dir / "ekiben.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            lock.close()
+            raise StartupError(f"another 'ekiben up' is using {self.data_dir}") from exc
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock_file = lock
+
+    # --- dependencies ------------------------------------------------------------------
+
+    def start_dependencies(self) -> Endpoints:
+        """Start the embedded servers while this process imports the services' code."""
+        ext = self.external
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            nats_f = None if ext.nats_url else pool.submit(start_nats, self.data_dir / "nats")
+            pg_f = (
+                None
+                if ext.postgres_dsn
+                else pool.submit(start_postgres, self.data_dir / "postgres")
+            )
+            s3_f = None if ext.s3_endpoint else pool.submit(start_seaweedfs, self.data_dir / "s3")
+            for entry in SERVICES.values():
+                entry.import_app_module()
+            errors = []
+            for future in (nats_f, pg_f, s3_f):
+                if future is None:
+                    continue
+                try:
+                    self.servers.append(future.result())
+                except StartupError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise StartupError("\n".join(errors))
+        nats_url = ext.nats_url or (nats_f.result().url if nats_f else "")
+        postgres_dsn = ext.postgres_dsn or self._embedded_database(pg_f.result() if pg_f else None)
+        if s3_f is not None:
+            s3: S3Server = s3_f.result()
+            s3_endpoint, access, secret = s3.url, s3.access_key, s3.secret_key
+        else:
+            s3_endpoint = ext.s3_endpoint or ""
+            access, secret = ext.s3_access_key or "", ext.s3_secret_key or ""
+        for server in self.servers:
+            _say(f"{server.process.name} ready in {server.started_in:.2f}s: {server.url}")
+        return Endpoints(nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket)
+
+    @staticmethod
+    def _embedded_database(server: RunningServer | None) -> str:
+        """The `ekiben` database on the embedded server, created on first use."""
+        assert server is not None
+        import asyncio  # noqa: PLC0415
+
+        import asyncpg  # noqa: PLC0415
+
+        async def create() -> None:
+            conn = await asyncpg.connect(server.url)
+            try:
+                if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'ekiben'"):
+                    await conn.execute("CREATE DATABASE ekiben")
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        return server.url.rsplit("/", 1)[0] + "/ekiben"
+
+    # --- services ----------------------------------------------------------------------
+
+    def service_environment(self, endpoints: Endpoints) -> tuple[dict[str, str], dict[str, str]]:
+        """The environment of every service, and each one's base URL."""
+        ports = {
+            "registry": free_port(),
+            "builder": free_port(),
+            "deployer": free_port(),
+            "gateway": self.gateway_port,
+            "dashboard": self.dashboard_port,
+        }
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        env: dict[str, str] = {}
+        for name, entry in SERVICES.items():
+            p = entry.env_prefix
+            env[f"{p}HTTP__HOST"] = "127.0.0.1"
+            env[f"{p}HTTP__PORT"] = str(ports[name])
+            env[f"{p}TELEMETRY__LOG_JSON"] = "true"
+            if entry.owns_data:
+                env[f"{p}NATS__URL"] = endpoints.nats_url
+                env[f"{p}POSTGRES__DSN"] = endpoints.postgres_dsn
+        env["EKIBEN_REGISTRY_S3__ENDPOINT_URL"] = endpoints.s3_endpoint
+        env["EKIBEN_REGISTRY_S3__ACCESS_KEY_ID"] = endpoints.s3_access_key
+        env["EKIBEN_REGISTRY_S3__SECRET_ACCESS_KEY"] = endpoints.s3_secret_key
+        env["EKIBEN_REGISTRY_S3__BUCKET"] = endpoints.s3_bucket
+        env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
+        env["EKIBEN_DASHBOARD_SERVICE_URLS"] = json.dumps(
+            {n: u for n, u in urls.items() if n != "dashboard"}
+        )
+        return env, urls
+
+    def start_services(self, endpoints: Endpoints) -> dict[str, str]:
+        env, urls = self.service_environment(endpoints)
+        logs = self.data_dir / "logs"
+        # Each service is `ekiben serve <name>` in a forked copy of this process, which has
+        # imported the services' code already: a child is serving in a fraction of the time
+        # a fresh interpreter takes to import it. No other thread runs here (see `fork`).
+        for name, entry in SERVICES.items():
+
+            def serve(entry: ServiceEntry = entry) -> None:
+                os.environ.update(env)
+                entry.serve()
+
+            self.services[name] = ManagedProcess.fork(name, serve, log_path=logs / f"{name}.log")
+        deadline = time.monotonic() + 60
+        for name, proc in self.services.items():
+            remaining = max(1.0, deadline - time.monotonic())
+            url = f"{urls[name]}/readyz"
+            wait_until(partial(http_ok, url), timeout=remaining, what=name, proc=proc)
+            _say(f"{name} ready: {urls[name]}")
+        return urls
+
+    def _write_state(self, endpoints: Endpoints, urls: dict[str, str]) -> None:
+        state: dict[str, Any] = {
+            "pid": os.getpid(),
+            "urls": urls,
+            "nats_url": endpoints.nats_url,
+            "postgres_dsn": endpoints.postgres_dsn,
+            "s3_endpoint": endpoints.s3_endpoint,
+        }
+        path = self.data_dir / "stack.json"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out, indent=2)
