@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
@@ -41,9 +41,9 @@ def rpc_responder(
 ) -> None:
     """Answer `command` for `service` with `handler`, one replica per request."""
 
-    async def respond(body: bytes) -> dict[str, Any]:
+    async def respond(msg: NatsMessage) -> dict[str, Any]:
         try:
-            request = request_model.model_validate_json(body)
+            request = request_model.model_validate_json(msg.body)
         except ValidationError as exc:
             return _error(InvalidInput("invalid request", details={"errors": exc.errors()}))
         try:

@@ -45,16 +45,24 @@ class OutboxRelay:
         self._after_publish = after_publish
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._listener: Connection | None = None
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let a batch in flight finish (publish and mark), then stop."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         await self._close_listener()
 
@@ -75,15 +83,16 @@ class OutboxRelay:
             self._listener = listener
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
                 # Drain until a pass finds nothing, then sleep until notified.
                 self._wake.clear()
-                while await self.drain_once():
+                while not self._stopping and await self.drain_once():
                     pass
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._safety_poll)
+                if not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._safety_poll)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the relay outlives outages of PG or NATS

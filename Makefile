@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make up` runs the stack, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: up test venv k8s lint format asyncapi bench
+
+up: venv  ## Run the whole stack on this machine (no Docker, no root)
+	$(BIN)/ekiben up
+
+test: venv k8s  ## Run every test against real NATS, PostgreSQL, S3 and Kubernetes
+	$(BIN)/pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+k8s:  ## Build (or find cached) kube-apiserver, etcd, controller-manager, scheduler, kwok
+	bash tests/k8s/build.sh
+
+format: venv
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+asyncapi: venv  ## Regenerate the committed AsyncAPI document from the event models
+	$(BIN)/ekiben events asyncapi > docs/asyncapi.json
+
+bench: venv
+	$(BIN)/python benchmarks/outbox_latency.py

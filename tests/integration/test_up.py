@@ -1,0 +1,160 @@
+"""`ekiben up`: the whole stack starts, is ready, stops cleanly, and keeps its data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aioboto3
+import asyncpg
+import httpx
+import nats
+import pytest
+
+from shared.devstack.process import tcp_open
+from shared.events import EVENT_STREAM
+from tests.integration.test_outbox import pushed
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[2]
+
+
+class Up:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 60.0) -> tuple[dict[str, str], float]:
+        begin = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(self.data_dir),
+             "--gateway-port", "0", "--dashboard-port", "0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        urls: dict[str, str] = {}
+        assert self.proc.stdout is not None
+        while len(urls) < 2:
+            line = self.proc.stdout.readline()
+            if not line:
+                _, err = self.proc.communicate(timeout=30)
+                raise AssertionError(f"ekiben up exited {self.proc.returncode}:\n{err[-3000:]}")
+            self.lines.append(line)
+            name, _, url = line.strip().partition(": ")
+            if name in ("gateway", "dashboard"):
+                urls[name] = url
+            assert time.monotonic() - begin < timeout, "not ready in time"
+        return urls, time.monotonic() - begin
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def state(self) -> dict[str, object]:
+        state: dict[str, object] = json.loads((self.data_dir / "stack.json").read_text())
+        return state
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Outside pytest's temporary tree, which each pytest session resets to mode 0700: as
+    # root, the embedded PostgreSQL runs as another account that must reach its files.
+    path = Path(tempfile.mkdtemp(prefix="ekiben-test-up-"))
+    yield path / "data"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
+    data_dir: Path, pytestconfig: pytest.Config
+) -> None:
+    up = Up(data_dir)
+    urls, seconds = up.start()
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"ekiben up: ready in {seconds:.1f}s")
+    event = pushed("v1")
+    try:
+        state = up.state()
+        service_urls: dict[str, str] = state["urls"]  # type: ignore[assignment]
+        assert set(service_urls) == {"registry", "builder", "deployer", "gateway", "dashboard"}
+        async with httpx.AsyncClient() as client:
+            for name, url in service_urls.items():
+                ready = await client.get(f"{url}/readyz")
+                assert ready.status_code == 200, (name, ready.text)
+            page = await client.get(urls["dashboard"])
+            assert page.status_code == 200
+            assert page.text.count('<tr class="ready">') == 4
+
+        # Data in all three stores: an event (NATS + the gateway's log in PostgreSQL), a blob.
+        nc = await nats.connect(str(state["nats_url"]))
+        await nc.jetstream().publish(
+            event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id}
+        )
+        await nc.close()
+        dsn = str(state["postgres_dsn"])
+        deadline = time.monotonic() + 10
+        while not await _logged(dsn, event.id):
+            assert time.monotonic() < deadline, "the gateway did not log the event"
+            await asyncio.sleep(0.1)
+        async with _s3(str(state["s3_endpoint"])) as s3:
+            await s3.put_object(Bucket="ekiben", Key="probe.txt", Body=b"kept")
+    finally:
+        code = up.stop()
+    assert code == 0
+    gateway_port = int(urls["gateway"].rsplit(":", 1)[1])
+    assert not tcp_open("127.0.0.1", gateway_port)
+    assert not (up.data_dir / "stack.json").exists()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(up.data_dir)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftovers == [], "children left running after stop"
+
+    # Restart on the same data directory: everything is still there.
+    again = Up(up.data_dir)
+    again.start()
+    try:
+        state = again.state()
+        assert await _logged(str(state["postgres_dsn"]), event.id)
+        nc = await nats.connect(str(state["nats_url"]))
+        info = await nc.jetstream().stream_info(EVENT_STREAM)
+        await nc.close()
+        assert info.state.messages == 1
+        async with _s3(str(state["s3_endpoint"])) as s3:
+            body = await (await s3.get_object(Bucket="ekiben", Key="probe.txt"))["Body"].read()
+        assert body == b"kept"
+    finally:
+        assert again.stop() == 0
+
+
+async def _logged(dsn: str, event_id: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(
+            await conn.fetchval("SELECT 1 FROM gateway.event_log WHERE event_id = $1", event_id)
+        )
+    finally:
+        await conn.close()
+
+
+def _s3(endpoint: str):  # type: ignore[no-untyped-def]
+    return aioboto3.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="ekiben",
+        aws_secret_access_key="ekiben-secret",
+    )
