@@ -45,7 +45,7 @@ def rpc_responder(
         try:
             request = request_model.model_validate_json(msg.body)
         except ValidationError as exc:
-            return _error(InvalidInput("invalid request", details={"errors": exc.errors()}))
+            return _error(invalid_input(exc))
         try:
             result = await handler(request)
         except EkibenError as exc:
@@ -58,6 +58,18 @@ def rpc_responder(
     broker.subscriber(
         rpc_subject(service, command), queue=f"ekiben-{service}", title=f"{service}.{command}"
     )(respond)
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    """A validation failure as one readable message (the first problem) plus the details."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return InvalidInput(
+        f"{where}: {message}" if where else message,
+        details={"errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors]},
+    )
 
 
 def _error(exc: EkibenError) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""Commands the registry answers: repositories, versions, uploads and downloads.
+
+The gateway translates the Yatai-compatible HTTP API into these. Bytes never travel over
+NATS: the registry answers with presigned S3 URLs that the client (presigned transfers)
+or the gateway (proxied, streamed transfers) uses directly.
+
+Artifacts are bentos or models (`kind`); both share one shape. A name and a version follow
+BentoML's tag rules: lowercase `[a-z0-9]([-._a-z0-9]*[a-z0-9])?`, at most 63 characters.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SERVICE = "registry"
+
+TAG_PART = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_DESCRIPTION_CHARS = 3 * 1024 * 1024 + 1024
+MAX_LABELS = 64
+MULTIPART_MAX_PARTS = 10_000
+
+
+def _tag_part(value: str) -> str:
+    if len(value) > 63 or not TAG_PART.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name or version: lowercase letters, digits, '-', '.' "
+            "and '_', starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+TagPart = Annotated[str, AfterValidator(_tag_part)]
+
+
+class Kind(enum.StrEnum):
+    BENTO = "bento"
+    MODEL = "model"
+
+
+class UploadStatus(enum.StrEnum):
+    PENDING = "pending"
+    UPLOADING = "uploading"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Label(_Model):
+    key: str = Field(min_length=1, max_length=255)
+    value: str = Field(max_length=1024)
+
+
+# --- what the registry returns -----------------------------------------------------------
+
+
+class Repository(_Model):
+    uid: str
+    kind: Kind
+    organization: str
+    name: str
+    description: str
+    labels: list[Label]
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    n_versions: int = 0
+    latest: Version | None = None
+
+
+class Version(_Model):
+    uid: str
+    kind: Kind
+    organization: str
+    repository: str
+    version: str
+    description: str
+    manifest: dict[str, Any] | None
+    labels: list[Label]
+    size_bytes: int
+    bentoml_version: str | None
+    build_at: datetime
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    upload_status: UploadStatus
+    upload_started_at: datetime | None
+    upload_finished_at: datetime | None
+    upload_finished_reason: str
+    upload_id: str | None = None
+    # Models referenced by a bento's manifest, as "name:version".
+    models: list[str] = Field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+class Page(_Model, Generic[T]):
+    start: int
+    count: int
+    total: int
+    items: list[T]
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+class Scope(_Model):
+    """Who asks, and in which organization: every command carries one."""
+
+    organization: str = Field(min_length=1)
+    actor: str | None = None
+
+
+class RepositoryRef(_Model):
+    scope: Scope
+    kind: Kind
+    name: TagPart
+
+
+class VersionRef(_Model):
+    scope: Scope
+    kind: Kind
+    repository: TagPart
+    version: TagPart
+
+
+class CreateRepository(RepositoryRef):
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    labels: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
+
+
+class UpdateRepository(RepositoryRef):
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    labels: list[Label] | None = Field(default=None, max_length=MAX_LABELS)
+
+
+SortKey = Literal["created_at", "build_at", "size", "name", "version"]
+
+
+class ListFilter(_Model):
+    """Filters shared by repository and version listings."""
+
+    scope: Scope
+    kind: Kind
+    search: str | None = Field(default=None, max_length=255)  # substring of name/version
+    labels: list[Label] = Field(default_factory=list)  # all must match
+    creator: str | None = None
+    upload_status: UploadStatus | None = None
+    sort: SortKey = "created_at"
+    descending: bool = True
+    start: int = Field(default=0, ge=0)
+    count: int = Field(default=20, ge=1, le=1000)
+
+
+class ListRepositories(ListFilter):
+    pass
+
+
+class ListVersions(ListFilter):
+    repository: TagPart | None = None  # None: across every repository of the kind
+
+
+class CreateVersion(VersionRef):
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    manifest: dict[str, Any] | None = None
+    labels: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
+    build_at: datetime | None = None
+
+
+class UpdateVersion(VersionRef):
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    manifest: dict[str, Any] | None = None
+    labels: list[Label] | None = Field(default=None, max_length=MAX_LABELS)
+
+
+class PresignPart(VersionRef):
+    upload_id: str = Field(min_length=1)
+    part_number: int = Field(ge=1, le=MULTIPART_MAX_PARTS)
+
+
+class CompletedPart(_Model):
+    part_number: int = Field(ge=1, le=MULTIPART_MAX_PARTS)
+    etag: str = Field(min_length=1)
+
+
+class CompleteMultipart(VersionRef):
+    upload_id: str = Field(min_length=1)
+    parts: list[CompletedPart] = Field(min_length=1, max_length=MULTIPART_MAX_PARTS)
+
+
+class FinishUpload(VersionRef):
+    status: Literal["success", "failed"]
+    reason: str = Field(default="", max_length=4096)
+    # Set by the gateway after a proxied upload: the byte count it streamed.
+    expected_size: int | None = Field(default=None, ge=0)
+
+
+class PresignedUrl(_Model):
+    url: str
+    expires_at: datetime
+    version: Version
+
+
+class DeleteResult(_Model):
+    deleted_versions: int
+
+
+Repository.model_rebuild()
+
+# Command names (`ekiben.rpc.registry.<command>`) and their request and response models.
+COMMANDS: dict[str, tuple[type[BaseModel], type[BaseModel] | Any]] = {
+    "repository.get": (RepositoryRef, Repository),
+    "repository.create": (CreateRepository, Repository),
+    "repository.update": (UpdateRepository, Repository),
+    "repository.list": (ListRepositories, Page[Repository]),
+    "repository.delete": (RepositoryRef, DeleteResult),
+    "version.get": (VersionRef, Version),
+    "version.create": (CreateVersion, Version),
+    "version.update": (UpdateVersion, Version),
+    "version.list": (ListVersions, Page[Version]),
+    "version.delete": (VersionRef, DeleteResult),
+    "upload.start": (VersionRef, Version),
+    "upload.presign": (VersionRef, PresignedUrl),
+    "upload.multipart.start": (VersionRef, Version),
+    "upload.multipart.presign_part": (PresignPart, PresignedUrl),
+    "upload.multipart.complete": (CompleteMultipart, Version),
+    "upload.finish": (FinishUpload, Version),
+    "download.presign": (VersionRef, PresignedUrl),
+}
