@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -18,8 +18,10 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(no_args_is_help=True, help="Tools for developing Ekiben itself.")
 events_app = typer.Typer(no_args_is_help=True, help="Lifecycle events on NATS JetStream.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens of the gateway.")
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+app.add_typer(token_app, name="token")
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ekiben"
 
@@ -109,6 +111,59 @@ def up(
         dashboard_port=dashboard_port,
     )
     raise typer.Exit(stack.run())
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="The token's name, unique per user.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, help="Expire after this many days (default: never).")
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope (repeatable; default: api, i.e. full access)."),
+    ] = None,
+) -> None:
+    """Print a new admin API token on stdout (and nothing else).
+
+    The database is the one of the `ekiben up` running on --data-dir when there is one,
+    else the gateway's own setting (EKIBEN_GATEWAY_POSTGRES__DSN).
+    """
+    import asyncpg  # noqa: PLC0415
+    from pydantic import SecretStr  # noqa: PLC0415
+
+    from services.gateway.admin import create_admin_token  # noqa: PLC0415
+    from services.gateway.settings import GatewaySettings  # noqa: PLC0415
+    from shared.db.migrations import MigrationError  # noqa: PLC0415
+    from shared.errors import EkibenError  # noqa: PLC0415
+    from shared.logging import configure_logging  # noqa: PLC0415
+
+    # Logs go to stderr, and only warnings: stdout is the token alone, for scripts.
+    configure_logging("cli", level="WARNING", json=False)
+    settings = GatewaySettings()
+    state_file = data_dir.expanduser() / "stack.json"
+    if state_file.is_file():
+        try:
+            dsn = str(json.loads(state_file.read_text())["postgres_dsn"])
+        except (OSError, ValueError, KeyError) as exc:
+            _fail(f"cannot read the database address from {state_file}: {exc!r}")
+        postgres = settings.postgres.model_copy(update={"dsn": SecretStr(dsn)})
+        settings = settings.model_copy(update={"postgres": postgres})
+    try:
+        secret = asyncio.run(
+            create_admin_token(settings, name=name, scopes=scope, expires_in_days=expires_in_days)
+        )
+    except EkibenError as exc:
+        _fail(exc.message)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
+        _fail(f"cannot use the gateway database: {type(exc).__name__}: {exc}")
+    typer.echo(secret)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"ekiben: {message}", err=True)
+    raise typer.Exit(1)
 
 
 @dev_app.command("k8s")

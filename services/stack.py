@@ -3,9 +3,11 @@
 Start order: the dependencies (NATS, PostgreSQL, S3: embedded unless a URL is given) in
 parallel, then the five services as child processes (`ekiben serve <name>`, configured by
 the environment exactly as in production), each awaited on its `/readyz`. When all are
-ready it prints `gateway: URL` and `dashboard: URL` on stdout and writes
-`<data-dir>/stack.json` for other commands. SIGINT or SIGTERM stops the services, then the
-dependencies, by process group. If a service dies, the stack stops and says which.
+ready it prints `gateway: URL` and `dashboard: URL` on stdout, says on stderr where the
+admin API token is (`<data-dir>/admin-token`, written by the gateway's first start), and
+writes `<data-dir>/stack.json` for other commands (`ekiben token create` reads it).
+SIGINT or SIGTERM stops the services, then the dependencies, by process group. If a
+service dies, the stack stops and says which.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Stack:
             urls = self.start_services(endpoints)
             self._write_state(endpoints, urls)
             _say(f"ready in {time.monotonic() - begin:.1f}s (data in {self.data_dir})")
+            self._say_admin_token()
             sys.stdout.write(f"gateway: {urls['gateway']}\ndashboard: {urls['dashboard']}\n")
             sys.stdout.flush()
             return self._supervise()
@@ -219,6 +222,8 @@ class Stack:
         env["EKIBEN_REGISTRY_S3__ACCESS_KEY_ID"] = endpoints.s3_access_key
         env["EKIBEN_REGISTRY_S3__SECRET_ACCESS_KEY"] = endpoints.s3_secret_key
         env["EKIBEN_REGISTRY_S3__BUCKET"] = endpoints.s3_bucket
+        # The gateway's first start writes the admin's API token here (never to a log).
+        env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
         env["EKIBEN_DASHBOARD_SERVICE_URLS"] = json.dumps(
             {n: u for n, u in urls.items() if n != "dashboard"}
@@ -245,6 +250,20 @@ class Stack:
             wait_until(partial(http_ok, url), timeout=remaining, what=name, proc=proc)
             _say(f"{name} ready: {urls[name]}")
         return urls
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    def _say_admin_token(self) -> None:
+        # On stderr: stdout carries only the URLs, which scripts read.
+        if self.admin_token_file.is_file():
+            _say(f"admin API token: in {self.admin_token_file}")
+        else:
+            _say(
+                "no admin token file (this database had users already); make a token with"
+                f" `ekiben token create --name NAME --data-dir {self.data_dir}`"
+            )
 
     def _write_state(self, endpoints: Endpoints, urls: dict[str, str]) -> None:
         state: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Wiring of the gateway: runtime, routers, subscribers."""
+"""Wiring of the gateway: runtime, identity bootstrap, routers, subscribers."""
 
 from __future__ import annotations
 
@@ -6,20 +6,41 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.gateway import handlers
+from services.gateway import handlers, identity
+from services.gateway.adapters.transfer import Transfers
+from services.gateway.api import artifacts
+from services.gateway.api import identity as identity_api
 from services.gateway.settings import GatewaySettings
 from shared.service import BackendRuntime, backend_app, bootstrap
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_runtime(settings: GatewaySettings) -> BackendRuntime:
+def create_runtime(settings: GatewaySettings, transfers: Transfers) -> BackendRuntime:
     tracer_provider = bootstrap(settings)
     runtime = BackendRuntime(settings, migrations_dir=MIGRATIONS, tracer_provider=tracer_provider)
     handlers.register(runtime)
+    runtime.on_stop(transfers.aclose)
+
+    async def bootstrap_identity() -> None:
+        # Once per database: the first admin and a token to reach the API with.
+        await identity.bootstrap(runtime.pool, settings.bootstrap_token_file)
+
+    runtime.on_start(bootstrap_identity)
     return runtime
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    return backend_app(create_runtime(settings), title="Ekiben gateway")
+    transfers = Transfers()
+    runtime = create_runtime(settings, transfers)
+    app = backend_app(
+        runtime,
+        title="Ekiben gateway",
+        routers=[identity_api.router, artifacts.bentos, artifacts.models],
+    )
+    # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an
+    # app driven without its lifespan (a test running `runtime.running()` itself) works too.
+    app.state.runtime = runtime
+    app.state.transfers = transfers
+    return app

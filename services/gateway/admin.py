@@ -1,0 +1,80 @@
+"""Operator commands on the gateway's database, for `ekiben token create`.
+
+An operator who can reach the database is trusted like the first start: the command
+applies the gateway's migrations if the database is new, makes sure organization `default`
+has an admin (as the first start would, but without a bootstrap token), and issues a
+token for the first admin of `default` (or of the only organization). The change and its
+audit record (actor `system:cli`) commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from services.gateway import identity, repository
+from services.gateway.settings import GatewaySettings
+from shared.db import apply_migrations, create_pool
+from shared.db.migrations import migrations_for
+
+# The same folder as `app.MIGRATIONS`, named here so that a command does not import the
+# service's runtime (the bus, tracing), which would cost seconds at every run.
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def create_admin_token(
+    settings: GatewaySettings,
+    *,
+    name: str,
+    scopes: Sequence[str] | None = None,
+    expires_in_days: int | None = None,
+) -> str:
+    """A new admin token's secret; raises an `EkibenError` with a message for the operator."""
+    dsn = settings.postgres.dsn.get_secret_value()
+    # Migrations on a plain connection, as every service does at start (see shared.service).
+    bare = await asyncpg.connect(dsn)
+    try:
+        await apply_migrations(
+            bare, settings.schema_name, migrations_for(MIGRATIONS, settings.service_name)
+        )
+    finally:
+        await bare.close()
+    pool = await create_pool(dsn, schema=settings.schema_name, min_size=1, max_size=1)
+    expired_at = (
+        datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await repository.lock_identity(conn)
+            await identity.ensure_admin(conn)
+            admin = await identity.default_admin(conn)
+            issued = await identity.issue_token(
+                conn,
+                organization=admin.organization,
+                user=admin.user,
+                name=name,
+                description="created with `ekiben token create`",
+                scopes=scopes,
+                expired_at=expired_at,
+            )
+            token = issued.token
+            await identity.record(
+                conn,
+                organization=admin.organization,
+                actor_name=identity.SYSTEM_CLI,
+                action="api_token.created",
+                resource_type="api_token",
+                resource=token.name,
+                details={
+                    "uid": token.uid,
+                    "user": admin.user.name,
+                    "scopes": list(token.scopes),
+                    "expired_at": token.expired_at.isoformat() if token.expired_at else None,
+                },
+            )
+    finally:
+        await pool.close()
+    return issued.secret

@@ -1,0 +1,182 @@
+"""Who is calling, and may they: the principal behind a request, as FastAPI dependencies.
+
+A request authenticates with its API token in the `X-YATAI-API-TOKEN` header (the only
+credential the bentoml client sends; a dashboard session cookie will be a second way in).
+The token decides everything else: the user, the one organization the request acts in,
+the user's role there, and the token's scopes. A request that names an organization
+(`X-Yatai-Organization` header or `?organization_name=`, as Yatai clients may) must name
+the token's own; any other is a 403, whether or not that organization exists.
+
+Failures are JSON errors from the shared taxonomy: 401 when there is no usable token
+(missing, unknown, revoked, expired; the bentoml client reports 401 as "bad
+credentials"), 403 when the token is good but the call is not allowed (another
+organization, a role or scope too low).
+
+Routes declare what they need:
+
+    async def read(principal: Annotated[Principal, Depends(current_principal)]): ...
+    async def write(principal: Annotated[Principal, Depends(require_role(Role.DEVELOPER))]): ...
+
+or with the aliases `CurrentPrincipal`, `DeveloperPrincipal`, `AdminPrincipal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from services.gateway import identity
+from services.gateway.identity import FULL_ACCESS_SCOPE, Organization, Role, User
+from services.gateway.schemas import rfc3339
+from shared.db import Pool
+from shared.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "AdminPrincipal",
+    "CurrentPrincipal",
+    "Database",
+    "DeveloperPrincipal",
+    "Principal",
+    "Role",
+    "check_role",
+    "current_principal",
+    "db_pool",
+    "has_role",
+    "require_role",
+]
+
+TOKEN_HEADER = "X-YATAI-API-TOKEN"  # noqa: S105 - a header name
+ORGANIZATION_HEADER = "X-Yatai-Organization"
+ORGANIZATION_QUERY = "organization_name"
+# `last_used_at` is a hint for people, not an access log: one write a minute per token
+# keeps a busy client from turning every read into a write.
+LAST_USED_EVERY_SECONDS = 60.0
+
+# Scopes that let a token change things, and administer things, within its user's role.
+WRITE_SCOPES = frozenset({FULL_ACCESS_SCOPE, "write_organization", "operate_organization"})
+OPERATE_SCOPES = frozenset({FULL_ACCESS_SCOPE, "operate_organization"})
+_SCOPES_FOR = {Role.GUEST: None, Role.DEVELOPER: WRITE_SCOPES, Role.ADMIN: OPERATE_SCOPES}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The user a request acts as, in the organization of its token."""
+
+    user: User
+    org: Organization
+    role: Role
+    token_uid: str
+    token_name: str
+    scopes: frozenset[str]
+
+    @property
+    def organization(self) -> str:
+        """The organization's name, what commands to other services carry."""
+        return self.org.name
+
+    @property
+    def user_name(self) -> str:
+        return self.user.name
+
+
+_token_header = APIKeyHeader(
+    name=TOKEN_HEADER,
+    auto_error=False,
+    description="An API token (`ekiben token create`, or POST /api/v1/api_tokens).",
+)
+
+
+def db_pool(request: Request) -> Pool:
+    """The gateway's database pool (a FastAPI dependency)."""
+    pool: Pool = request.app.state.runtime.pool
+    return pool
+
+
+Database = Annotated[Pool, Depends(db_pool)]
+
+
+async def current_principal(
+    request: Request, secret: Annotated[str | None, Security(_token_header)]
+) -> Principal:
+    """The caller, from its API token; 401 or 403 with a message saying why not."""
+    if not secret or not secret.strip():
+        raise Unauthorized(f"missing API token: send it in the {TOKEN_HEADER} header")
+    pool = db_pool(request)
+    token = await identity.find_token(pool, secret.strip())
+    if token is None:
+        raise Unauthorized("invalid API token")
+    if token.revoked_at is not None:
+        raise Unauthorized(f"API token {token.name!r} was revoked on {rfc3339(token.revoked_at)}")
+    if token.is_expired:
+        assert token.expired_at is not None
+        raise Unauthorized(f"API token {token.name!r} expired on {rfc3339(token.expired_at)}")
+    org = token.organization
+    if token.role is None:
+        raise Forbidden(
+            f"user {token.user.name!r} is no longer a member of organization {org.name!r}"
+        )
+    asked = _named_organization(request)
+    if asked is not None and asked != org.name:
+        raise Forbidden(f"API token belongs to organization {org.name!r}, not {asked!r}")
+    await identity.touch_token(pool, token, every_seconds=LAST_USED_EVERY_SECONDS)
+    principal = Principal(
+        user=token.user,
+        org=org,
+        role=token.role,
+        token_uid=token.uid,
+        token_name=token.name,
+        scopes=frozenset(token.scopes),
+    )
+    request.state.principal = principal
+    return principal
+
+
+def _named_organization(request: Request) -> str | None:
+    # Clients send empty parameters for "none" (see the protocol notes), hence `or None`.
+    header = request.headers.get(ORGANIZATION_HEADER, "").strip()
+    query = request.query_params.get(ORGANIZATION_QUERY, "").strip()
+    return header or query or None
+
+
+def check_role(principal: Principal, role: Role) -> None:
+    """403 unless the user's role and the token's scopes both allow `role`'s calls."""
+    if not principal.role.allows(role):
+        raise Forbidden(
+            f"this call needs the {role.value} role in organization {principal.organization!r};"
+            f" user {principal.user_name!r} is a {principal.role.value}"
+            + (" (read-only)" if principal.role is Role.GUEST else "")
+        )
+    needed = _SCOPES_FOR[role]
+    if needed is not None and not principal.scopes & needed:
+        raise Forbidden(
+            f"API token {principal.token_name!r} (scopes: {', '.join(sorted(principal.scopes))})"
+            f" may not make this call: it needs one of the scopes {', '.join(sorted(needed))}"
+        )
+
+
+def has_role(principal: Principal, role: Role) -> bool:
+    try:
+        check_role(principal, role)
+    except Forbidden:
+        return False
+    return True
+
+
+def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency: the caller, if their role (and token scopes) allow `role`'s calls."""
+
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        check_role(principal, role)
+        return principal
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+DeveloperPrincipal = Annotated[Principal, Depends(require_role(Role.DEVELOPER))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]
