@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -27,4 +27,13 @@ def create_broker(
         ),
         logger=get_logger("faststream"),
         graceful_timeout=10.0,
+        # No dependency injection: our handlers take the message itself (`message_itself`).
+        # FastStream's injection of a message parameter runs a synchronous step on a
+        # worker thread, which cost ~7 ms per message on a busy two-core machine.
+        apply_types=False,
     )
+
+
+async def message_itself(message: NatsMessage) -> NatsMessage:
+    """A decoder that hands the handler the whole message (body, headers, metadata, ack)."""
+    return message

@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from shared.bus.broker import message_itself
 from shared.errors import EkibenError
 from shared.events import (
     EVENT_STREAM,
@@ -111,6 +112,7 @@ def subscribe_events(
         config=config,
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
         ack_policy=AckPolicy.MANUAL,
+        decoder=message_itself,
         title=consumer,
         description=description or handler.__doc__,
     )(consume)

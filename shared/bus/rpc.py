@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker, NatsMessage
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import EkibenError, InvalidInput, Unavailable, error_from_dict
+from shared.bus.broker import message_itself
+from shared.errors import EkibenError, InvalidInput, TooLarge, Unavailable, error_from_dict
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -56,7 +57,10 @@ def rpc_responder(
         return {"ok": True, "result": result.model_dump(mode="json")}
 
     broker.subscriber(
-        rpc_subject(service, command), queue=f"ekiben-{service}", title=f"{service}.{command}"
+        rpc_subject(service, command),
+        queue=f"ekiben-{service}",
+        decoder=message_itself,
+        title=f"{service}.{command}",
     )(respond)
 
 
@@ -99,6 +103,8 @@ class RpcClient:
             )
         except (NoRespondersError, NatsTimeoutError, TimeoutError) as exc:
             raise Unavailable(f"{service} did not answer {command}") from exc
+        except MaxPayloadError as exc:
+            raise TooLarge(f"{command}: the request is larger than the bus accepts") from exc
         body = await reply.decode()
         if not isinstance(body, dict):
             raise EkibenError(f"{service}.{command}: malformed reply")

@@ -44,6 +44,9 @@ def find_binary(name: str, *, env_var: str | None = None) -> Path:
     return Path(found)
 
 
+NATS_MAX_PAYLOAD = 8 * 1024 * 1024
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -63,9 +66,12 @@ def start_nats(data_dir: Path, *, port: int | None = None, timeout: float = 15.0
     port = port or free_port()
     monitor = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Commands carry manifests and READMEs of a few MiB; the default 1 MiB payload is short.
+    config = data_dir / "nats.conf"
+    config.write_text(f"max_payload: {NATS_MAX_PAYLOAD}\n")
     argv = [
         str(find_binary("nats-server", env_var="EKIBEN_NATS_SERVER_BIN")),
-        "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
+        "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
         "-js", "-sd", str(data_dir / "jetstream"),
     ]  # fmt: skip
     proc = ManagedProcess.start("nats-server", argv, log_path=data_dir / "nats.log")

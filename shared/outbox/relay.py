@@ -125,7 +125,12 @@ class OutboxRelay:
                 " WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],
             )
-            backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            # Counting costs a scan: only when this batch was full and more may be waiting.
+            backlog = 0
+            if len(rows) == self._batch_size:
+                backlog = await conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                )
             OUTBOX_BACKLOG.labels(self._schema).set(backlog)
         return len(rows)
 
