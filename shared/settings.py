@@ -36,6 +36,10 @@ class PostgresSettings(BaseModel):
 
 class S3Settings(BaseModel):
     endpoint_url: str | None = "http://127.0.0.1:8333"
+    # The endpoint clients outside the cluster reach the store at: presigned URLs name this
+    # host (a signature covers the host, so it cannot be rewritten afterwards). Unset: the
+    # same as endpoint_url.
+    public_endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: str = "ekiben"
     secret_access_key: SecretStr = SecretStr("ekiben-secret")

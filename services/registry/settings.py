@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BackendSettings, HttpSettings, S3Settings
@@ -13,3 +14,9 @@ class RegistrySettings(BackendSettings):
 
     http: HttpSettings = HttpSettings(port=8001)
     s3: S3Settings = S3Settings()
+    # An upload with no finish for this long is abandoned: the version is marked failed and
+    # its partial object and open multipart upload are removed.
+    abandoned_upload_seconds: int = Field(default=24 * 3600, ge=60)
+    # How often the background task retries object-store deletions and sweeps abandoned
+    # uploads (it also wakes at once after every commit that queues a deletion).
+    janitor_poll_seconds: float = Field(default=30.0, gt=0)

@@ -30,7 +30,7 @@ from services.gateway.settings import GatewaySettings
 from shared.bus import RpcClient
 from shared.bus.rpc import invalid_input
 from shared.contracts import registry as reg
-from shared.errors import EkibenError, InvalidInput, NotFound, TooLarge
+from shared.errors import Conflict, EkibenError, InvalidInput, NotFound, TooLarge
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -263,8 +263,15 @@ def _command(model: type[M], **fields: Any) -> M:
         raise invalid_input(exc) from exc
 
 
-async def _call(request: Request, command: str, body: BaseModel, answer: type[R]) -> R:
-    return await _rpc(request).call(reg.SERVICE, command, body, answer)
+async def _call(
+    request: Request,
+    command: str,
+    body: BaseModel,
+    answer: type[R],
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - the bound of one NATS request
+) -> R:
+    return await _rpc(request).call(reg.SERVICE, command, body, answer, timeout=timeout)
 
 
 def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route table per kind
@@ -321,10 +328,17 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
             description=body.description or "",
             labels=[label.model_dump() for label in body.labels or []],
         )
-        repository = await _call(request, "repository.create", command, reg.Repository)
-        await audit(
-            request, principal, f"{kind.value}_repository.create", kind.value, body.name, {}
-        )
+        try:
+            repository = await _call(request, "repository.create", command, reg.Repository)
+        except Conflict:
+            # Two pushes raced to create it (the client's lock is per process): the loser
+            # gets the repository the winner made, which is what it asked for.
+            ref = _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=body.name)
+            repository = await _call(request, "repository.get", ref, reg.Repository)
+        else:
+            await audit(
+                request, principal, f"{kind.value}_repository.create", kind.value, body.name, {}
+            )
         return repository_schema(repository, _strategy(request))
 
     @router.get(f"{base}/{{name}}")
@@ -543,7 +557,10 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
             upload_id=body.upload_id,
             parts=[part.model_dump() for part in body.parts],
         )
-        completed = await _call(request, "upload.multipart.complete", command, reg.Version)
+        # S3 assembles the parts here; the client allows this call 60 s.
+        completed = await _call(
+            request, "upload.multipart.complete", command, reg.Version, timeout=55.0
+        )
         return await answer(request, completed)
 
     @router.patch(f"{item}/finish_upload")
