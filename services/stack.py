@@ -268,6 +268,7 @@ class Stack:
     def _write_state(self, endpoints: Endpoints, urls: dict[str, str]) -> None:
         state: dict[str, Any] = {
             "pid": os.getpid(),
+            "pids": {name: proc.pid for name, proc in self.services.items()},
             "urls": urls,
             "nats_url": endpoints.nats_url,
             "postgres_dsn": endpoints.postgres_dsn,

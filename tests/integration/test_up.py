@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import aioboto3
 import asyncpg
@@ -29,8 +31,9 @@ ROOT = Path(__file__).parents[2]
 
 
 class Up:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
 
@@ -39,21 +42,32 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--data-dir", str(self.data_dir),
              "--gateway-port", "0", "--dashboard-port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._stderr(), text=True,
+            env={**os.environ, **self.env},
         )  # fmt: skip
         urls: dict[str, str] = {}
         assert self.proc.stdout is not None
         while len(urls) < 2:
             line = self.proc.stdout.readline()
             if not line:
-                _, err = self.proc.communicate(timeout=30)
-                raise AssertionError(f"ekiben up exited {self.proc.returncode}:\n{err[-3000:]}")
+                self.proc.wait(timeout=30)
+                err = self.stderr_path.read_text()[-3000:]
+                raise AssertionError(f"ekiben up exited {self.proc.returncode}:\n{err}")
             self.lines.append(line)
             name, _, url = line.strip().partition(": ")
             if name in ("gateway", "dashboard"):
                 urls[name] = url
             assert time.monotonic() - begin < timeout, "not ready in time"
         return urls, time.monotonic() - begin
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.data_dir.parent / "ekiben-up.stderr"
+
+    def _stderr(self) -> IO[str]:
+        # A file, not a pipe nobody reads: a full pipe would block the stack.
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        return self.stderr_path.open("a")
 
     def stop(self) -> int:
         assert self.proc is not None
