@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test venv k8s lint format asyncapi bench
+.PHONY: up test venv k8s format asyncapi bench
 
 up: venv  ## Run the whole stack on this machine (no Docker, no root)
 	$(BIN)/ekiben up
@@ -29,5 +29,6 @@ format: venv
 asyncapi: venv  ## Regenerate the committed AsyncAPI document from the event models
 	$(BIN)/ekiben events asyncapi > docs/asyncapi.json
 
-bench: venv
+bench: venv  ## Print the benchmark figures (several minutes)
 	$(BIN)/python benchmarks/outbox_latency.py
+	$(BIN)/python benchmarks/registry_transfer.py
