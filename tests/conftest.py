@@ -30,13 +30,8 @@ from shared.devstack.servers import (
     start_seaweedfs,
 )
 from shared.events import DLQ_STREAM, EVENT_STREAM
+from tests.fixtures.report import report
 from tests.fixtures.require import unavailable
-
-
-def _report(config: pytest.Config, message: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(message)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +42,7 @@ def nats_server(
         server = start_nats(tmp_path_factory.mktemp("nats"))
     except StartupError as exc:
         unavailable(f"NATS did not start: {exc}")
-    _report(pytestconfig, f"nats {server.url} ready in {server.started_in:.2f}s")
+    report(pytestconfig, f"nats {server.url} ready in {server.started_in:.2f}s")
     yield server
     server.stop()
 
@@ -62,7 +57,7 @@ def postgres_server(pytestconfig: pytest.Config) -> Iterator[RunningServer]:
     except StartupError as exc:
         shutil.rmtree(data_dir, ignore_errors=True)
         unavailable(f"PostgreSQL did not start: {exc}")
-    _report(pytestconfig, f"postgres {server.url} ready in {server.started_in:.2f}s")
+    report(pytestconfig, f"postgres {server.url} ready in {server.started_in:.2f}s")
     yield server
     server.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -76,7 +71,7 @@ def s3_server(
         server = start_seaweedfs(tmp_path_factory.mktemp("s3"))
     except StartupError as exc:
         unavailable(f"SeaweedFS did not start: {exc}")
-    _report(pytestconfig, f"s3 {server.url} ready in {server.started_in:.2f}s")
+    report(pytestconfig, f"s3 {server.url} ready in {server.started_in:.2f}s")
     yield server
     server.stop()
 
