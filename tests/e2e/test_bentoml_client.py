@@ -18,7 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Client, RunningStack
 
-pytestmark = pytest.mark.slow
+# A 200 MiB push and pull, twice, plus bento builds: minutes on a busy two-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MODEL_BYTES = 200 * 1024 * 1024 + 12345
 

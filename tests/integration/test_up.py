@@ -25,7 +25,7 @@ from shared.devstack.process import tcp_open
 from shared.events import EVENT_STREAM
 from tests.integration.test_outbox import pushed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).parents[2]
 

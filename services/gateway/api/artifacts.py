@@ -281,10 +281,20 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     item = f"{base}/{{name}}/{plural}/{{version}}"
     router = APIRouter(tags=[plural])
 
-    def version_ref(principal: Principal, name: str, version: str) -> reg.VersionRef:
+    def on_repository(model: type[M], principal: Principal, name: str, **fields: Any) -> M:
+        """A command about repository `name` of this kind, in the caller's organization."""
+        return _command(model, scope=_scope(principal), kind=kind, name=name, **fields)
+
+    def on_version(
+        model: type[M], principal: Principal, name: str, version: str, **fields: Any
+    ) -> M:
+        """A command about version `name:version` of this kind."""
         return _command(
-            reg.VersionRef, scope=_scope(principal), kind=kind, repository=name, version=version
+            model, scope=_scope(principal), kind=kind, repository=name, version=version, **fields
         )
+
+    def version_ref(principal: Principal, name: str, version: str) -> reg.VersionRef:
+        return on_version(reg.VersionRef, principal, name, version)
 
     async def answer(
         request: Request, version: reg.Version, *, upload_url: str = "", download_url: str = ""
@@ -320,11 +330,10 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def create_repository(
         request: Request, principal: Writer, body: CreateRepositoryBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_repository(
             reg.CreateRepository,
-            scope=_scope(principal),
-            kind=kind,
-            name=body.name,
+            principal,
+            body.name,
             description=body.description or "",
             labels=[label.model_dump() for label in body.labels or []],
         )
@@ -333,7 +342,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         except Conflict:
             # Two pushes raced to create it (the client's lock is per process): the loser
             # gets the repository the winner made, which is what it asked for.
-            ref = _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=body.name)
+            ref = on_repository(reg.RepositoryRef, principal, body.name)
             repository = await _call(request, "repository.get", ref, reg.Repository)
         else:
             await audit(
@@ -343,7 +352,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.get(f"{base}/{{name}}")
     async def get_repository(request: Request, principal: Reader, name: str) -> dict[str, Any]:
-        command = _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=name)
+        command = on_repository(reg.RepositoryRef, principal, name)
         repository = await _call(request, "repository.get", command, reg.Repository)
         return repository_schema(repository, _strategy(request))
 
@@ -351,11 +360,10 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def update_repository(
         request: Request, principal: Writer, name: str, body: UpdateRepositoryBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_repository(
             reg.UpdateRepository,
-            scope=_scope(principal),
-            kind=kind,
-            name=name,
+            principal,
+            name,
             description=body.description,
             labels=None if body.labels is None else [lb.model_dump() for lb in body.labels],
         )
@@ -368,7 +376,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.delete(f"{base}/{{name}}")
     async def delete_repository(request: Request, principal: Writer, name: str) -> dict[str, Any]:
-        command = _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=name)
+        command = on_repository(reg.RepositoryRef, principal, name)
         result = await _call(request, "repository.delete", command, reg.DeleteResult)
         await audit(
             request, principal, f"{kind.value}_repository.delete", kind.value, name,
@@ -433,7 +441,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         sort: str | None = None,
     ) -> dict[str, Any]:
         # An unknown repository is a 404, not an empty page.
-        ref = _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=name)
+        ref = on_repository(reg.RepositoryRef, principal, name)
         await _call(request, "repository.get", ref, reg.Repository)
         return await list_versions(request, principal, name, start, count, search, q, sort, 20)
 
@@ -468,7 +476,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         repository = await _call(
             request,
             "repository.get",
-            _command(reg.RepositoryRef, scope=_scope(principal), kind=kind, name=name),
+            on_repository(reg.RepositoryRef, principal, name),
             reg.Repository,
         )
         return version_schema(found, _strategy(request), repository=repository)
@@ -477,12 +485,11 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def update_version(
         request: Request, principal: Writer, name: str, version: str, body: UpdateVersionBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_version(
             reg.UpdateVersion,
-            scope=_scope(principal),
-            kind=kind,
-            repository=name,
-            version=version,
+            principal,
+            name,
+            version,
             description=body.description,
             manifest=body.manifest,
             labels=None if body.labels is None else [lb.model_dump() for lb in body.labels],
@@ -526,18 +533,21 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     ) -> dict[str, Any]:
         ref = version_ref(principal, name, version)
         started = await _call(request, "upload.multipart.start", ref, reg.Version)
+        await audit(
+            request, principal, f"{kind.value}.upload.multipart.start", kind.value,
+            f"{name}:{version}", {"upload_id": started.upload_id},
+        )  # fmt: skip
         return await answer(request, started)
 
     @router.patch(f"{item}/presign_multipart_upload_url")
     async def presign_multipart_upload_url(
         request: Request, principal: Writer, name: str, version: str, body: PresignPartBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_version(
             reg.PresignPart,
-            scope=_scope(principal),
-            kind=kind,
-            repository=name,
-            version=version,
+            principal,
+            name,
+            version,
             upload_id=body.upload_id,
             part_number=body.part_number,
         )
@@ -548,12 +558,11 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def complete_multipart_upload(
         request: Request, principal: Writer, name: str, version: str, body: CompleteMultipartBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_version(
             reg.CompleteMultipart,
-            scope=_scope(principal),
-            kind=kind,
-            repository=name,
-            version=version,
+            principal,
+            name,
+            version,
             upload_id=body.upload_id,
             parts=[part.model_dump() for part in body.parts],
         )
@@ -561,18 +570,21 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         completed = await _call(
             request, "upload.multipart.complete", command, reg.Version, timeout=55.0
         )
+        await audit(
+            request, principal, f"{kind.value}.upload.multipart.complete", kind.value,
+            f"{name}:{version}", {"upload_id": body.upload_id, "parts": len(body.parts)},
+        )  # fmt: skip
         return await answer(request, completed)
 
     @router.patch(f"{item}/finish_upload")
     async def finish_upload(
         request: Request, principal: Writer, name: str, version: str, body: FinishUploadBody
     ) -> dict[str, Any]:
-        command = _command(
+        command = on_version(
             reg.FinishUpload,
-            scope=_scope(principal),
-            kind=kind,
-            repository=name,
-            version=version,
+            principal,
+            name,
+            version,
             status=body.status,
             reason=body.reason or "",
         )
@@ -591,15 +603,22 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         length = _content_length(request, settings.max_upload_bytes)
         ref = version_ref(principal, name, version)
         signed = await _call(request, "upload.presign", ref, reg.PresignedUrl)
-        finish = {"scope": _scope(principal), "kind": kind, "repository": name, "version": version}
+        if signed.version.upload_status is not reg.UploadStatus.UPLOADING:
+            # Refused before any byte reaches the store: finish would refuse the upload and
+            # leave the object behind, or, on an uploaded version, keep the replaced bytes.
+            raise _not_started(kind, name, version, signed.version.upload_status)
         try:
             await request.app.state.transfers.put(signed.url, request.stream(), length)
         except EkibenError as exc:
-            failed = _command(reg.FinishUpload, **finish, status="failed", reason=exc.message)
+            failed = on_version(
+                reg.FinishUpload, principal, name, version, status="failed", reason=exc.message
+            )
             await _call(request, "upload.finish", failed, reg.Version)
             raise
         # The client sends no finish_upload after a proxied PUT: the gateway finishes it.
-        done = _command(reg.FinishUpload, **finish, status="success", expected_size=length)
+        done = on_version(
+            reg.FinishUpload, principal, name, version, status="success", expected_size=length
+        )
         finished = await _call(request, "upload.finish", done, reg.Version)
         await audit(
             request, principal, f"{kind.value}.upload.proxy", kind.value, f"{name}:{version}",
@@ -646,6 +665,17 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
 def _not_uploaded(kind: reg.Kind, name: str, version: str) -> EkibenError:
     return NotFound(f"{kind.value} {name}:{version} has no finished upload")
+
+
+def _not_started(kind: reg.Kind, name: str, version: str, status: reg.UploadStatus) -> EkibenError:
+    if status is reg.UploadStatus.PENDING:
+        return InvalidInput(
+            f"upload of {kind.value} {name}:{version} was never started: send start_upload first"
+        )
+    return InvalidInput(
+        f"no upload of {kind.value} {name}:{version} is in progress (it is {status.value});"
+        " send start_upload first"
+    )
 
 
 def _content_length(request: Request, limit: int) -> int:
