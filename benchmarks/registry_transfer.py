@@ -198,6 +198,8 @@ async def api_latency(gateway: str, token: str, versions: int) -> dict[str, floa
         await asyncio.gather(*(create(r, n) for r in range(repos) for n in range(per_repo)))
         seeding = time.perf_counter() - start
 
+        probe = f"v{min(42, per_repo - 1):05d}"
+
         async def timed(call: Callable[[], Any], n: int) -> list[float]:
             samples = []
             for _ in range(n):
@@ -208,7 +210,7 @@ async def api_latency(gateway: str, token: str, versions: int) -> dict[str, floa
             return samples
 
         get = await timed(
-            lambda: api.get("/api/v1/bento_repositories/bench-042/bentos/v00042"), 1000
+            lambda: api.get(f"/api/v1/bento_repositories/bench-042/bentos/{probe}"), 1000
         )
         listing = await timed(
             lambda: api.get("/api/v1/bento_repositories/bench-042/bentos",

@@ -36,7 +36,10 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # No caching: a cached logger keeps the processors of the configuration it first
+        # met, so a later `configure` (another service in the same process, a test's
+        # `capture_logs`) would never reach it. The lookup it saves is cheap.
+        cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries that use the standard logging module (uvicorn, faststream, asyncpg) go to
