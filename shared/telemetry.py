@@ -8,17 +8,46 @@ Metrics: prometheus_client's default registry, served at `/metrics` by every ser
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.settings import TelemetrySettings
 
 _provider: TracerProvider | None = None
+
+
+class _RecordWhenExported(Sampler):
+    """Record spans only once something exports them.
+
+    With no exporter, every span is a cheap non-recording one: trace ids are still made
+    and propagated (logs and NATS headers carry them), but nothing is collected for
+    nobody, which cost about a third of a small request's CPU. Adding an exporter or a
+    processor switches to the configured ratio.
+    """
+
+    def __init__(self) -> None:
+        self.delegate: Sampler = ALWAYS_OFF
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return self.delegate.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"RecordWhenExported({self.delegate.get_description()})"
+
+
+_sampler = _RecordWhenExported()
 
 
 def setup_tracing(
@@ -28,10 +57,10 @@ def setup_tracing(
     global _provider  # noqa: PLW0603 - one provider per process is the OpenTelemetry model
     if _provider is None:
         _provider = TracerProvider(
-            resource=Resource.create({"service.name": f"ekiben-{service}"}),
-            sampler=ParentBasedTraceIdRatio(settings.sample_ratio),
+            resource=Resource.create({"service.name": f"ekiben-{service}"}), sampler=_sampler
         )
         if settings.otlp_endpoint:
+            _sampler.delegate = ParentBasedTraceIdRatio(settings.sample_ratio)
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
                 OTLPSpanExporter,
             )
@@ -42,6 +71,7 @@ def setup_tracing(
         trace.set_tracer_provider(_provider)
         AsyncPGInstrumentor().instrument(tracer_provider=_provider)  # type: ignore[no-untyped-call]
     if extra_processor is not None:
+        _sampler.delegate = ParentBasedTraceIdRatio(settings.sample_ratio)
         _provider.add_span_processor(extra_processor)
     return _provider
 

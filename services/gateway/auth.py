@@ -12,6 +12,11 @@ Failures are JSON errors from the shared taxonomy: 401 when there is no usable t
 credentials"), 403 when the token is good but the call is not allowed (another
 organization, a role or scope too low).
 
+Verified tokens are remembered for a few seconds per process (`TokenCache`), so a burst of
+calls costs one database read, not one each. A revocation made through this gateway takes
+effect at once; one made elsewhere (another replica, `ekiben token`) within
+`TOKEN_CACHE_SECONDS`. Expiry is checked on every call.
+
 Routes declare what they need:
 
     async def read(principal: Annotated[Principal, Depends(current_principal)]): ...
@@ -22,8 +27,12 @@ or with the aliases `CurrentPrincipal`, `DeveloperPrincipal`, `AdminPrincipal`.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -55,6 +64,67 @@ ORGANIZATION_QUERY = "organization_name"
 # `last_used_at` is a hint for people, not an access log: one write a minute per token
 # keeps a busy client from turning every read into a write.
 LAST_USED_EVERY_SECONDS = 60.0
+TOKEN_CACHE_SECONDS = 5.0
+
+
+class TokenCache:
+    """Recently verified tokens by secret hash, each kept `ttl` seconds (bounded, LRU)."""
+
+    def __init__(self, ttl: float = TOKEN_CACHE_SECONDS, size: int = 4096) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[float, identity.ApiToken]] = OrderedDict()
+
+    def get(self, key: bytes) -> identity.ApiToken | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: bytes, token: identity.ApiToken) -> None:
+        self._entries[key] = (time.monotonic() + self._ttl, token)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, token_uid: str) -> None:
+        for key in [k for k, (_, t) in self._entries.items() if t.uid == token_uid]:
+            del self._entries[key]
+
+
+def token_cache(request: Request) -> TokenCache:
+    cache: TokenCache | None = getattr(request.app.state, "token_cache", None)
+    if cache is None:
+        cache = request.app.state.token_cache = TokenCache()
+    return cache
+
+
+async def _verified_token(request: Request, pool: Pool, secret: str) -> identity.ApiToken | None:
+    """The token behind `secret`, from the cache when it was read moments ago."""
+    if not identity.looks_like_token(secret):
+        return None
+    cache, key = token_cache(request), identity.hash_secret(secret)
+    token = cache.get(key)
+    if token is None:
+        token = await identity.find_token(pool, secret)
+        if token is not None and token.revoked_at is None:
+            cache.put(key, token)
+    elif token.expired_at is not None and token.expired_at <= datetime.now(UTC):
+        token = dataclasses.replace(token, is_expired=True)
+    if token is not None and token.revoked_at is None:
+        before = token.last_used_at
+        await identity.touch_token(pool, token, every_seconds=LAST_USED_EVERY_SECONDS)
+        if before is None or (datetime.now(UTC) - before).total_seconds() >= (
+            LAST_USED_EVERY_SECONDS
+        ):
+            # Touched just now: remember that, or every cached call would touch again.
+            cache.put(key, dataclasses.replace(token, last_used_at=datetime.now(UTC)))
+    return token
+
 
 # Scopes that let a token change things, and administer things, within its user's role.
 WRITE_SCOPES = frozenset({FULL_ACCESS_SCOPE, "write_organization", "operate_organization"})
@@ -106,7 +176,7 @@ async def current_principal(
     if not secret or not secret.strip():
         raise Unauthorized(f"missing API token: send it in the {TOKEN_HEADER} header")
     pool = db_pool(request)
-    token = await identity.find_token(pool, secret.strip())
+    token = await _verified_token(request, pool, secret.strip())
     if token is None:
         raise Unauthorized("invalid API token")
     if token.revoked_at is not None:
@@ -122,7 +192,6 @@ async def current_principal(
     asked = _named_organization(request)
     if asked is not None and asked != org.name:
         raise Forbidden(f"API token belongs to organization {org.name!r}, not {asked!r}")
-    await identity.touch_token(pool, token, every_seconds=LAST_USED_EVERY_SECONDS)
     principal = Principal(
         user=token.user,
         org=org,

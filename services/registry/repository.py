@@ -70,7 +70,7 @@ def to_version(row: asyncpg.Record) -> Version:
 
 
 def to_repository(
-    row: asyncpg.Record, *, n_versions: int, latest: asyncpg.Record | None
+    row: asyncpg.Record, *, n_versions: int | None, latest: asyncpg.Record | None
 ) -> Repository:
     return Repository(
         uid=row["uid"],

@@ -49,6 +49,7 @@ from shared.contracts.registry import (
     CreateVersion,
     DeleteResult,
     FinishUpload,
+    GetVersion,
     Kind,
     ListRepositories,
     ListVersions,
@@ -300,9 +301,16 @@ class RegistryService:
             )
         return row
 
-    async def get_version(self, ref: VersionRef) -> Version:
+    async def get_version(self, ref: GetVersion) -> Version:
         async with self._pool().acquire() as conn:
-            return repo.to_version(await self._resolve(conn, ref))
+            version = repo.to_version(await self._resolve(conn, ref))
+            if not ref.include_repository:
+                return version
+            row = await repo.get_repository(conn, ref.kind, ref.scope.organization, ref.repository)
+        if row is None:  # deleted between the two reads
+            raise NotFound(f"{ref.kind} repository {ref.repository} not found")
+        detail = repo.to_repository(row, n_versions=None, latest=None)
+        return version.model_copy(update={"repository_detail": detail})
 
     async def create_version(self, req: CreateVersion) -> Version:
         if req.version == LATEST:

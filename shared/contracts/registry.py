@@ -72,7 +72,8 @@ class Repository(_Model):
     created_by: str | None
     created_at: datetime
     updated_at: datetime | None
-    n_versions: int = 0
+    # Both None when not computed (a repository embedded in a version answer).
+    n_versions: int | None = None
     latest: Version | None = None
 
 
@@ -98,6 +99,8 @@ class Version(_Model):
     upload_id: str | None = None
     # Models referenced by a bento's manifest, as "name:version".
     models: list[str] = Field(default_factory=list)
+    # The repository it belongs to, when asked for (`GetVersion.include_repository`).
+    repository_detail: Repository | None = None
 
 
 T = TypeVar("T")
@@ -131,6 +134,11 @@ class VersionRef(_Model):
     kind: Kind
     repository: TagPart
     version: TagPart
+
+
+class GetVersion(VersionRef):
+    # Also return the repository (without its counts): one round trip instead of two.
+    include_repository: bool = False
 
 
 class CreateRepository(RepositoryRef):
@@ -215,6 +223,7 @@ class DeleteResult(_Model):
 
 
 Repository.model_rebuild()
+Version.model_rebuild()
 
 # Command names (`ekiben.rpc.registry.<command>`) and their request and response models.
 COMMANDS: dict[str, tuple[type[BaseModel], type[BaseModel] | Any]] = {
@@ -223,7 +232,7 @@ COMMANDS: dict[str, tuple[type[BaseModel], type[BaseModel] | Any]] = {
     "repository.update": (UpdateRepository, Repository),
     "repository.list": (ListRepositories, Page[Repository]),
     "repository.delete": (RepositoryRef, DeleteResult),
-    "version.get": (VersionRef, Version),
+    "version.get": (GetVersion, Version),
     "version.create": (CreateVersion, Version),
     "version.update": (UpdateVersion, Version),
     "version.list": (ListVersions, Page[Version]),

@@ -440,9 +440,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         q: str | None = None,
         sort: str | None = None,
     ) -> dict[str, Any]:
-        # An unknown repository is a 404, not an empty page.
-        ref = on_repository(reg.RepositoryRef, principal, name)
-        await _call(request, "repository.get", ref, reg.Repository)
+        # An unknown repository is a 404, not an empty page: the registry checks that.
         return await list_versions(request, principal, name, start, count, search, q, sort, 20)
 
     @router.post(f"{base}/{{name}}/{plural}")
@@ -470,16 +468,10 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def get_version(
         request: Request, principal: Reader, name: str, version: str
     ) -> dict[str, Any]:
-        found = await _call(
-            request, "version.get", version_ref(principal, name, version), reg.Version
-        )
-        repository = await _call(
-            request,
-            "repository.get",
-            on_repository(reg.RepositoryRef, principal, name),
-            reg.Repository,
-        )
-        return version_schema(found, _strategy(request), repository=repository)
+        # The client needs the repository beside the version: one command brings both.
+        command = on_version(reg.GetVersion, principal, name, version, include_repository=True)
+        found = await _call(request, "version.get", command, reg.Version)
+        return version_schema(found, _strategy(request), repository=found.repository_detail)
 
     @router.patch(item)
     async def update_version(

@@ -33,6 +33,7 @@ from services.gateway.auth import (
     DeveloperPrincipal,
     Principal,
     has_role,
+    token_cache,
 )
 from services.gateway.identity import FULL_ACCESS_SCOPE, ApiToken, IssuedToken, Role, User
 from services.gateway.schemas import (
@@ -160,6 +161,7 @@ async def delete_api_token(
             {"uid": revoked.uid, "user": revoked.user.name},
             conn=conn,
         )
+    token_cache(request).forget(revoked.uid)  # revoked here: refused at once, not in seconds
     return api_token_schema(revoked)
 
 
