@@ -20,7 +20,14 @@ from faststream.nats import NatsBroker
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from shared.bus import EventHandler, RpcClient, create_broker, ensure_streams, subscribe_events
+from shared.bus import (
+    EventHandler,
+    RpcClient,
+    RpcServer,
+    create_broker,
+    ensure_streams,
+    subscribe_events,
+)
 from shared.bus.consumer import watch_consumer_lag
 from shared.db import apply_migrations, create_pool
 from shared.db.migrations import migrations_for
@@ -79,7 +86,11 @@ class BackendRuntime:
         self.broker: NatsBroker = create_broker(
             settings.nats, service=self.service, tracer_provider=tracer_provider
         )
-        self.rpc = RpcClient(self.broker, timeout=settings.nats.request_timeout_seconds)
+        self.rpc = RpcClient(
+            lambda: self.broker.connection, timeout=settings.nats.request_timeout_seconds
+        )
+        # Commands this service answers (`responders.add`), served while it runs.
+        self.responders = RpcServer()
         self._pool: asyncpg.Pool[Any] | None = None
         self.relay: OutboxRelay | None = None
         self.readiness: dict[str, ReadinessCheck] = {
@@ -137,6 +148,7 @@ class BackendRuntime:
             await self.broker.connect()
             await ensure_streams(self.broker.connection.jetstream(), settings.nats)
             await self.broker.start()
+            await self.responders.start(self.broker.connection)
             self.relay = OutboxRelay(self._pool, self.broker, schema=settings.schema_name)
             await self.relay.start()
             lag = watch_consumer_lag(self.broker.connection.jetstream(), self.consumers())
@@ -146,6 +158,8 @@ class BackendRuntime:
             log.info("service.started", consumers=self.consumers())
             yield self
         finally:
+            # Stop taking commands first; those in flight still reach what they need.
+            await self.responders.stop()
             for hook in reversed(self._on_stop):
                 with contextlib.suppress(Exception):
                     await hook()

@@ -18,7 +18,6 @@ from services.registry.adapters.s3 import BlobStore
 from services.registry.janitor import BlobJanitor
 from services.registry.service import RegistryService
 from services.registry.settings import RegistrySettings
-from shared.bus import rpc_responder
 from shared.contracts.registry import COMMANDS, SERVICE
 from shared.service import BackendRuntime
 
@@ -72,8 +71,7 @@ def register(runtime: BackendRuntime, blobs: BlobStore) -> Registry:
             f"registry handlers and contract differ: {sorted(handlers.keys() ^ COMMANDS.keys())}"
         )
     for command, (request_model, _) in COMMANDS.items():
-        rpc_responder(
-            runtime.broker,
+        runtime.responders.add(
             service=SERVICE,
             command=command,
             request_model=request_model,

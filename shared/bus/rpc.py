@@ -4,64 +4,55 @@ A command goes to `ekiben.rpc.<service>.<command>`; the owning service's replica
 queue group, so exactly one answers. The reply is `{"ok": true, "result": ...}` or
 `{"ok": false, "error": {"code", "message"}}`, and the caller gets the result model or the
 same `EkibenError` subclass the responder raised: errors cross the wire intact.
+
+This runs on nats-py directly, not through FastStream's subscriber machinery: commands sit
+on the path of every API call, and the framework's per-message middleware cost about 1 ms
+a round trip on two cores (measured against a plain nats-py echo in the same run). The
+W3C trace context still travels in the message headers, and each command is counted and
+timed in Prometheus.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import propagate, trace
+from prometheus_client import Histogram
 from pydantic import BaseModel, ValidationError
 
-from shared.bus.broker import message_itself
 from shared.errors import EkibenError, InvalidInput, TooLarge, Unavailable, error_from_dict
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 RPC_PREFIX = "ekiben.rpc"
 
+RPC_DURATION = Histogram(
+    "ekiben_rpc_handled_seconds",
+    "Commands answered, by outcome (ok or the error code), and how long they took",
+    ["service", "command", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+)
+
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
+Handler = Callable[[Any], Awaitable[BaseModel]]
 
 
 def rpc_subject(service: str, command: str) -> str:
     return f"{RPC_PREFIX}.{service}.{command}"
-
-
-def rpc_responder(
-    broker: NatsBroker,
-    *,
-    service: str,
-    command: str,
-    request_model: type[Req],
-    handler: Callable[[Req], Awaitable[BaseModel]],
-) -> None:
-    """Answer `command` for `service` with `handler`, one replica per request."""
-
-    async def respond(msg: NatsMessage) -> dict[str, Any]:
-        try:
-            request = request_model.model_validate_json(msg.body)
-        except ValidationError as exc:
-            return _error(invalid_input(exc))
-        try:
-            result = await handler(request)
-        except EkibenError as exc:
-            return _error(exc)
-        except Exception:  # an unexpected fault must still answer the caller
-            log.exception("bus.rpc.failed", command=command)
-            return _error(EkibenError("internal error"))
-        return {"ok": True, "result": result.model_dump(mode="json")}
-
-    broker.subscriber(
-        rpc_subject(service, command),
-        queue=f"ekiben-{service}",
-        decoder=message_itself,
-        title=f"{service}.{command}",
-    )(respond)
 
 
 def invalid_input(exc: ValidationError) -> InvalidInput:
@@ -76,13 +67,108 @@ def invalid_input(exc: ValidationError) -> InvalidInput:
     )
 
 
+@dataclass(frozen=True)
+class _Command:
+    service: str
+    command: str
+    request_model: type[BaseModel]
+    handler: Handler
+
+
+class RpcServer:
+    """The commands one process answers; started on a NATS connection, drained on stop.
+
+    Each request runs in its own task (at most `concurrency` at once), so a slow command
+    does not hold up the others behind it on the same subscription.
+    """
+
+    def __init__(self, *, concurrency: int = 64) -> None:
+        self._commands: list[_Command] = []
+        self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def add(
+        self,
+        *,
+        service: str,
+        command: str,
+        request_model: type[Req],
+        handler: Callable[[Req], Awaitable[BaseModel]],
+    ) -> None:
+        self._commands.append(_Command(service, command, request_model, handler))
+
+    @property
+    def commands(self) -> list[str]:
+        return [rpc_subject(c.service, c.command) for c in self._commands]
+
+    async def start(self, nc: Client) -> None:
+        for spec in self._commands:
+
+            async def on_message(msg: Msg, spec: _Command = spec) -> None:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._answer(spec, msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+
+            subscription = await nc.subscribe(
+                rpc_subject(spec.service, spec.command),
+                queue=f"ekiben-{spec.service}",
+                cb=on_message,
+            )
+            self._subscriptions.append(subscription)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking commands, then let those in flight answer."""
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+
+    async def _answer(self, spec: _Command, msg: Msg) -> None:
+        start = time.perf_counter()
+        parent = propagate.extract(msg.headers or {})
+        with tracer.start_as_current_span(
+            f"rpc {spec.service}.{spec.command}", context=parent, kind=trace.SpanKind.SERVER
+        ):
+            body = await self._run(spec, msg.data)
+        outcome = "ok" if body.get("ok") else str(body.get("error", {}).get("code", "internal"))
+        RPC_DURATION.labels(spec.service, spec.command, outcome).observe(
+            time.perf_counter() - start
+        )
+        with contextlib.suppress(Exception):  # the caller may have given up and gone
+            await msg.respond(json.dumps(body, separators=(",", ":")).encode())
+
+    async def _run(self, spec: _Command, data: bytes) -> dict[str, Any]:
+        try:
+            request = spec.request_model.model_validate_json(data)
+        except ValidationError as exc:
+            return _error(invalid_input(exc))
+        try:
+            result = await spec.handler(request)
+        except EkibenError as exc:
+            return _error(exc)
+        except Exception:  # an unexpected fault must still answer the caller
+            log.exception("bus.rpc.failed", command=f"{spec.service}.{spec.command}")
+            return _error(EkibenError("internal error"))
+        return {"ok": True, "result": result.model_dump(mode="json")}
+
+
 def _error(exc: EkibenError) -> dict[str, Any]:
     return {"ok": False, "error": exc.to_dict()}
 
 
 class RpcClient:
-    def __init__(self, broker: NatsBroker, *, timeout: float = 10.0) -> None:
-        self._broker = broker
+    """Calls commands of other services over `connection()` (the process's NATS client)."""
+
+    def __init__(self, connection: Callable[[], Client], *, timeout: float = 10.0) -> None:
+        self._connection = connection
         self._timeout = timeout
 
     async def call(
@@ -94,18 +180,23 @@ class RpcClient:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a per-call bound on the NATS request
     ) -> Res:
-        subject = rpc_subject(service, command)
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
         try:
-            reply = await self._broker.request(
+            reply = await self._connection().request(
+                rpc_subject(service, command),
                 request.model_dump_json().encode(),
-                subject,
                 timeout=timeout or self._timeout,
+                headers=headers or None,
             )
         except (NoRespondersError, NatsTimeoutError, TimeoutError) as exc:
             raise Unavailable(f"{service} did not answer {command}") from exc
         except MaxPayloadError as exc:
             raise TooLarge(f"{command}: the request is larger than the bus accepts") from exc
-        body = await reply.decode()
+        try:
+            body = json.loads(reply.data)
+        except ValueError as exc:
+            raise EkibenError(f"{service}.{command}: malformed reply") from exc
         if not isinstance(body, dict):
             raise EkibenError(f"{service}.{command}: malformed reply")
         if not body.get("ok"):

@@ -2,5 +2,5 @@
 
 Events (facts) live in `shared.events`; these are commands that need an answer. Each
 module names its service's commands and their request and response models; the owning
-service answers them with `shared.bus.rpc_responder`, callers use `RpcClient.call`.
+service answers them with `BackendRuntime.responders.add`, callers use `RpcClient.call`.
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from shared.bus import rpc_responder
 from shared.errors import Conflict, InvalidInput, Unavailable
 from shared.service import BackendRuntime
 from tests.fixtures.runtime import probe_settings
@@ -28,7 +27,7 @@ async def test_request_reply_round_trip_and_errors(nats_url: str, pg_dsn: str) -
             raise Conflict("negative numbers are taken")
         return Sum(total=request.a + request.b)
 
-    rpc_responder(runtime.broker, service="probe", command="add", request_model=Add, handler=add)
+    runtime.responders.add(service="probe", command="add", request_model=Add, handler=add)
     async with runtime.running():
         assert await runtime.rpc.call("probe", "add", Add(a=2, b=3), Sum) == Sum(total=5)
         with pytest.raises(Conflict, match="negative numbers are taken"):
