@@ -23,6 +23,7 @@ import pytest
 from services.gateway import identity
 from shared.contracts.registry import MAX_LABELS, MAX_MANIFEST_BYTES
 from shared.devstack.servers import S3Server
+from tests.fixtures.manifests import bento_manifest, model_manifest
 from tests.fixtures.stack import Stack, running_stack, wait_until
 
 MiB = 1024 * 1024
@@ -213,49 +214,6 @@ def repositories(kind: str, name: str | None = None) -> str:
 def item(kind: str, name: str, version: str, action: str | None = None) -> str:
     path = f"{repositories(kind, name)}/{kind}s/{version}"
     return path if action is None else f"{path}/{action}"
-
-
-def bento_manifest(
-    name: str = "iris", *, size: int = 1234, models: list[str] | None = None
-) -> dict[str, Any]:
-    models = models or []
-    return {
-        "service": "service:Iris",
-        "bentoml_version": "1.4.40",
-        "size_bytes": size,
-        "entry_service": "Iris",
-        "name": name,
-        "apis": {},
-        "models": models,
-        "runners": [],
-        "services": [
-            {
-                "name": "Iris",
-                "service": "",
-                "models": [{"tag": tag, "module": "", "registry": "bentoml"} for tag in models],
-                "dependencies": [],
-                "config": {},
-            }
-        ],
-        "envs": [],
-        "schema": {},
-        "version": "v1",
-        "dev": False,
-        "image": {},
-        "spec": 2,
-    }
-
-
-def model_manifest(size: int = 100) -> dict[str, Any]:
-    return {
-        "module": "bentoml.sklearn",
-        "api_version": "v1",
-        "bentoml_version": "1.4.40",
-        "size_bytes": size,
-        "metadata": {"accuracy": 0.9, "nested": {"k": [1, 2]}},
-        "context": {"framework_name": "sklearn"},
-        "options": {},
-    }
 
 
 def version_body(

@@ -59,6 +59,7 @@ from shared.errors import Conflict, InvalidInput, NotFound, TooLarge
 from shared.events import EVENT_STREAM
 from shared.service import BackendRuntime
 from shared.settings import NatsSettings, PostgresSettings, S3Settings
+from tests.fixtures.manifests import bento_manifest, model_manifest
 
 ORG = "default"
 SCOPE = Scope(organization=ORG, actor="alice")
@@ -164,49 +165,6 @@ async def registry(nats_url: str, pg_dsn: str, s3_server: S3Server) -> AsyncIter
 
 
 # --- builders ------------------------------------------------------------------------------
-
-
-def bento_manifest(
-    name: str = "iris", *, size: int = 1234, models: list[str] | None = None
-) -> dict[str, Any]:
-    models = models if models is not None else []
-    return {
-        "service": "service:Iris",
-        "bentoml_version": "1.4.40",
-        "size_bytes": size,
-        "entry_service": "Iris",
-        "name": name,
-        "apis": {},
-        "models": models,
-        "runners": [],
-        "services": [
-            {
-                "name": "Iris",
-                "service": "",
-                "models": [{"tag": tag, "module": "", "registry": "bentoml"} for tag in models],
-                "dependencies": [],
-                "config": {},
-            }
-        ],
-        "envs": [],
-        "schema": {},
-        "version": "v1",
-        "dev": False,
-        "image": {},
-        "spec": 2,
-    }
-
-
-def model_manifest(size: int = 100) -> dict[str, Any]:
-    return {
-        "module": "bentoml.sklearn",
-        "api_version": "v1",
-        "bentoml_version": "1.4.40",
-        "size_bytes": size,
-        "metadata": {"accuracy": 0.9},
-        "context": {},
-        "options": {},
-    }
 
 
 def vref(repository: str, version: str, kind: Kind = Kind.BENTO) -> VersionRef:
