@@ -16,6 +16,7 @@ without holding the body).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -226,6 +227,26 @@ def parse_listing(q: str | None, search: str | None, sort: str | None) -> dict[s
     return options
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The listing query parameters every list route takes (a FastAPI dependency)."""
+
+    start: str | None = None
+    count: str | None = None
+    search: str | None = None
+    q: str | None = None
+    sort: str | None = None
+
+    def command_fields(self, default_count: int) -> dict[str, Any]:
+        """start, count and the filters, ready for a registry list command."""
+        first, size = _window(self.start, self.count, default_count)
+        filters = parse_listing(_blank(self.q), _blank(self.search), _blank(self.sort))
+        return {"start": first, "count": size, **filters}
+
+
+ListingQuery = Annotated[Listing, Depends()]
+
+
 def _blank(value: str | None) -> str | None:
     """The client sends `?x=` for "not given"."""
     return value or None
@@ -309,22 +330,13 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.get(base)
     async def list_repositories(
-        request: Request,
-        principal: Reader,
-        start: str | None = None,
-        count: str | None = None,
-        search: str | None = None,
-        q: str | None = None,
-        sort: str | None = None,
+        request: Request, principal: Reader, listing: ListingQuery
     ) -> dict[str, Any]:
-        first, size = _window(start, count, 20)
         command = _command(
             reg.ListRepositories,
             scope=_scope(principal),
             kind=kind,
-            start=first,
-            count=size,
-            **parse_listing(_blank(q), _blank(search), _blank(sort)),
+            **listing.command_fields(default_count=20),
         )
         page = await _call(request, "repository.list", command, reg.Page[reg.Repository])
         strategy = _strategy(request)
@@ -392,22 +404,15 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         request: Request,
         principal: Principal,
         repository: str | None,
-        start: str | None,
-        count: str | None,
-        search: str | None,
-        q: str | None,
-        sort: str | None,
+        listing: Listing,
         default_count: int,
     ) -> dict[str, Any]:
-        first, size = _window(start, count, default_count)
         command = _command(
             reg.ListVersions,
             scope=_scope(principal),
             kind=kind,
             repository=repository,
-            start=first,
-            count=size,
-            **parse_listing(_blank(q), _blank(search), _blank(sort)),
+            **listing.command_fields(default_count),
         )
         page = await _call(request, "version.list", command, reg.Page[reg.Version])
         strategy = _strategy(request)
@@ -423,29 +428,16 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.get(f"/api/v1/{plural}")
     async def list_all_versions(
-        request: Request,
-        principal: Reader,
-        start: str | None = None,
-        count: str | None = None,
-        search: str | None = None,
-        q: str | None = None,
-        sort: str | None = None,
+        request: Request, principal: Reader, listing: ListingQuery
     ) -> dict[str, Any]:
-        return await list_versions(request, principal, None, start, count, search, q, sort, 100)
+        return await list_versions(request, principal, None, listing, 100)
 
     @router.get(f"{base}/{{name}}/{plural}")
     async def list_repository_versions(
-        request: Request,
-        principal: Reader,
-        name: str,
-        start: str | None = None,
-        count: str | None = None,
-        search: str | None = None,
-        q: str | None = None,
-        sort: str | None = None,
+        request: Request, principal: Reader, name: str, listing: ListingQuery
     ) -> dict[str, Any]:
         # An unknown repository is a 404, not an empty page: the registry checks that.
-        return await list_versions(request, principal, name, start, count, search, q, sort, 20)
+        return await list_versions(request, principal, name, listing, 20)
 
     @router.post(f"{base}/{{name}}/{plural}")
     async def create_version(
