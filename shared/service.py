@@ -42,6 +42,7 @@ from shared.http import (
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.settings import BackendSettings, ServiceSettings
+from shared.tasks import stop_tasks
 from shared.telemetry import setup_tracing
 
 log = get_logger(__name__)
@@ -101,6 +102,7 @@ class BackendRuntime:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._background: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -151,7 +153,10 @@ class BackendRuntime:
             await self.responders.start(self.broker.connection)
             self.relay = OutboxRelay(self._pool, self.broker, schema=settings.schema_name)
             await self.relay.start()
-            lag = watch_consumer_lag(self.broker.connection.jetstream(), self.consumers())
+            self._stopping.clear()
+            lag = watch_consumer_lag(
+                self.broker.connection.jetstream(), self.consumers(), self._stopping
+            )
             self._background.append(asyncio.create_task(lag, name=f"{self.service}-lag"))
             for hook in self._on_start:
                 await hook()
@@ -163,9 +168,8 @@ class BackendRuntime:
             for hook in reversed(self._on_stop):
                 with contextlib.suppress(Exception):
                     await hook()
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            self._stopping.set()
+            await stop_tasks(self._background, grace=5.0)
             self._background.clear()
             if self.relay is not None:
                 await self.relay.stop()

@@ -28,6 +28,7 @@ from services.registry.adapters.s3 import BlobStore
 from services.registry.repository import QueuedDeletion
 from shared.db import Pool
 from shared.logging import get_logger
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -64,25 +65,27 @@ class BlobJanitor:
         self.periodic = periodic
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Run a pass now (called after a commit that queued work)."""
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="registry-blob-janitor")
 
     async def stop(self) -> None:
+        """Interrupt the pass in flight (deletions are retried later) and wait for the loop."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping = True
+            await stop_tasks([task], grace=5.0)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_periodic = float("-inf")
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 if self.periodic is not None and loop.time() - last_periodic >= self._poll:

@@ -223,13 +223,22 @@ async def _dead_letter(
 
 
 async def watch_consumer_lag(
-    js: JetStreamContext, consumers: Sequence[str], *, interval: float = 5.0
+    js: JetStreamContext,
+    consumers: Sequence[str],
+    stop: asyncio.Event,
+    *,
+    interval: float = 5.0,
 ) -> None:
-    """Keep the pending/ack-pending gauges of `consumers` current until cancelled."""
-    while True:
+    """Keep the pending/ack-pending gauges of `consumers` current until `stop` is set.
+
+    Stopped by an event, not by cancellation: nats-py swallows a CancelledError that lands
+    while it flushes a request, and a loop relying on cancel() would then run forever.
+    """
+    while not stop.is_set():
         for name in consumers:
             with contextlib.suppress(Exception):
                 info = await js.consumer_info(EVENT_STREAM, name)
                 CONSUMER_LAG.labels(name).set(info.num_pending or 0)
                 CONSUMER_ACK_PENDING.labels(name).set(info.num_ack_pending or 0)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -16,6 +16,7 @@ from opentelemetry import propagate, trace
 from shared.db import Connection
 from shared.events import EVENT_STREAM
 from shared.logging import get_logger
+from shared.tasks import stop_tasks
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_DELAY, OUTBOX_PUBLISHED
 
 log = get_logger(__name__)
@@ -60,9 +61,7 @@ class OutboxRelay:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await stop_tasks([self._task], grace=5.0)
             self._task = None
         await self._close_listener()
 
@@ -72,9 +71,12 @@ class OutboxRelay:
     async def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if isinstance(listener, PoolConnectionProxy):
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(self._channel, self._notified)
-                await self._pool.release(listener)
+            try:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(self._channel, self._notified)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(listener)
 
     async def _listen(self) -> None:
         if self._listener is None or self._listener.is_closed():
