@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from faststream.nats import NatsBroker
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from shared.bus import (
@@ -187,6 +187,20 @@ class BackendRuntime:
         await self.broker.connection.jetstream().account_info()
 
 
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# FastAPI's own OpenTelemetry support: one server span per request, continuing the caller's
+# W3C trace context (so handlers stamp it on outbox rows and NATS messages), on the global
+# provider that `bootstrap` sets up. Metrics stay with prometheus_client (`/metrics`) and
+# logs with structlog; per-dependency spans cost more than they tell at this size.
+HTTP_TELEMETRY: TelemetryConfig = {
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "exclude": lambda scope: scope.get("path") in _PROBES,
+}
+
+
 def create_http_app(
     settings: ServiceSettings,
     *,
@@ -202,13 +216,13 @@ def create_http_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=HTTP_TELEMETRY,
     )
     install_error_handlers(app)
     app.include_router(health_router(readiness or {}))
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
 
 

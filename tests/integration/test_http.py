@@ -8,6 +8,8 @@ from pydantic import BaseModel
 
 from shared.errors import NotFound
 from shared.service import create_http_app
+from shared.settings import TelemetrySettings
+from shared.telemetry import current_trace_headers, setup_tracing
 from tests.fixtures.runtime import ProbeSettings
 
 
@@ -84,3 +86,27 @@ async def test_requests_are_counted_by_route_and_carry_a_request_id() -> None:
         in metrics
     )
     assert "ekiben_http_request_duration_seconds_bucket" in metrics
+
+
+async def test_the_callers_trace_context_reaches_what_the_request_publishes() -> None:
+    """Handlers stamp the current trace on outbox rows and NATS messages: it must be the
+    caller's when a `traceparent` came in, and a fresh one per request otherwise."""
+    setup_tracing("probe", TelemetrySettings())  # what every service's bootstrap does
+    router = APIRouter()
+
+    @router.get("/trace")
+    async def trace_headers() -> dict[str, str]:
+        return current_trace_headers()
+
+    app = create_http_app(ProbeSettings(), title="probe", routers=[router])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        carried = await client.get(
+            "/trace", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        )
+        fresh = [(await client.get("/trace")).json()["traceparent"] for _ in range(2)]
+    assert carried.json()["traceparent"].split("-")[1] == trace_id
+    fresh_ids = {header.split("-")[1] for header in fresh}
+    assert len(fresh_ids) == 2
+    assert not fresh_ids & {trace_id, "0" * 32}
