@@ -173,6 +173,43 @@ _VERSION_COLUMNS = """v.*, ARRAY(
     WHERE m.bento_id = v.id ORDER BY 1) AS models"""
 
 
+# The repository's own columns beside a version's, prefixed: one round trip for both.
+_REPOSITORY_COLUMNS = (
+    "uid",
+    "name",
+    "description",
+    "labels",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+
+
+def _with_repository(wanted: bool) -> tuple[str, str]:
+    """The select list and join that add the repository's columns to a version query."""
+    if not wanted:
+        return _VERSION_COLUMNS, ""
+    extra = ", ".join(f"r.{c} AS repository_{c}" for c in _REPOSITORY_COLUMNS)
+    return f"{_VERSION_COLUMNS}, {extra}", " JOIN repositories r ON r.id = v.repository_id"
+
+
+def repository_of(row: asyncpg.Record) -> Repository:
+    """The repository of a version row read `with_repository` (without its counts)."""
+    return Repository(
+        uid=row["repository_uid"],
+        kind=Kind(row["kind"]),
+        organization=row["organization"],
+        name=row["repository_name"],
+        description=row["repository_description"],
+        labels=_labels(row["repository_labels"]),
+        created_by=row["repository_created_by"],
+        created_at=row["repository_created_at"],
+        updated_at=row["repository_updated_at"],
+        n_versions=None,
+        latest=None,
+    )
+
+
 async def latest_versions(conn: Db, repository_ids: Sequence[int]) -> dict[int, asyncpg.Record]:
     """Per repository: its newest successful version, else its newest version.
 
@@ -364,10 +401,13 @@ async def get_version(
     version: str,
     *,
     for_update: bool = False,
+    with_repository: bool = False,
 ) -> asyncpg.Record | None:
+    """The version's row; `with_repository` adds its repository's (read by `repository_of`)."""
     lock = " FOR UPDATE OF v" if for_update else ""
+    columns, join = _with_repository(with_repository)
     return await conn.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS} FROM versions v
+        f"""SELECT {columns} FROM versions v{join}
             WHERE v.kind = $1 AND v.organization = $2 AND v.repository = $3
               AND v.version = $4{lock}""",  # noqa: S608 - fixed fragments only
         kind.value,
@@ -388,11 +428,12 @@ async def get_version_by_id(conn: Db, version_id: int) -> asyncpg.Record:
 
 
 async def latest_successful_version(
-    conn: Db, kind: Kind, organization: str, repository: str
+    conn: Db, kind: Kind, organization: str, repository: str, *, with_repository: bool = False
 ) -> asyncpg.Record | None:
     """The newest (by creation) successfully uploaded version of a repository."""
+    columns, join = _with_repository(with_repository)
     return await conn.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS} FROM versions v
+        f"""SELECT {columns} FROM versions v{join}
             WHERE v.repository_id = (
                     SELECT id FROM repositories
                     WHERE kind = $1 AND organization = $2 AND name = $3)

@@ -273,7 +273,12 @@ class RegistryService:
     # --- versions --------------------------------------------------------------------------
 
     async def _version_row(
-        self, conn: Connection, ref: VersionRef, *, for_update: bool = False
+        self,
+        conn: Connection,
+        ref: VersionRef,
+        *,
+        for_update: bool = False,
+        with_repository: bool = False,
     ) -> asyncpg.Record:
         row = await repo.get_version(
             conn,
@@ -282,17 +287,24 @@ class RegistryService:
             ref.repository,
             ref.version,
             for_update=for_update,
+            with_repository=with_repository,
         )
         if row is None:
             raise NotFound(f"{ref.kind} {_tag(ref.repository, ref.version)} not found")
         return row
 
-    async def _resolve(self, conn: Connection, ref: VersionRef) -> asyncpg.Record:
+    async def _resolve(
+        self, conn: Connection, ref: VersionRef, *, with_repository: bool = False
+    ) -> asyncpg.Record:
         """The version, with `latest` naming the newest successfully uploaded one."""
         if ref.version != LATEST:
-            return await self._version_row(conn, ref)
+            return await self._version_row(conn, ref, with_repository=with_repository)
         row = await repo.latest_successful_version(
-            conn, ref.kind, ref.scope.organization, ref.repository
+            conn,
+            ref.kind,
+            ref.scope.organization,
+            ref.repository,
+            with_repository=with_repository,
         )
         if row is None:
             raise NotFound(
@@ -303,14 +315,11 @@ class RegistryService:
 
     async def get_version(self, ref: GetVersion) -> Version:
         async with self._pool().acquire() as conn:
-            version = repo.to_version(await self._resolve(conn, ref))
-            if not ref.include_repository:
-                return version
-            row = await repo.get_repository(conn, ref.kind, ref.scope.organization, ref.repository)
-        if row is None:  # deleted between the two reads
-            raise NotFound(f"{ref.kind} repository {ref.repository} not found")
-        detail = repo.to_repository(row, n_versions=None, latest=None)
-        return version.model_copy(update={"repository_detail": detail})
+            row = await self._resolve(conn, ref, with_repository=ref.include_repository)
+        version = repo.to_version(row)
+        if not ref.include_repository:
+            return version
+        return version.model_copy(update={"repository_detail": repo.repository_of(row)})
 
     async def create_version(self, req: CreateVersion) -> Version:
         if req.version == LATEST:

@@ -38,6 +38,7 @@ from shared.contracts.registry import (
     CreateVersion,
     DeleteResult,
     FinishUpload,
+    GetVersion,
     Kind,
     Label,
     ListRepositories,
@@ -748,6 +749,17 @@ async def test_latest_alias(registry: Registry) -> None:
 
     latest: Version = await registry.call("version.get", vref("iris", "latest"))
     assert latest.version == "v2"
+    assert latest.repository_detail is None  # only when asked for
+    for name in ("latest", "v3"):
+        ask = GetVersion(**vref("iris", name).model_dump(), include_repository=True)
+        both: Version = await registry.call("version.get", ask)
+        assert both.version == {"latest": "v2", "v3": "v3"}[name]
+        assert both.repository_detail is not None
+        assert both.repository_detail.model_dump(exclude={"n_versions", "latest"}) == (
+            (await registry.call("repository.get", RepositoryRef(
+                scope=SCOPE, kind=Kind.BENTO, name="iris"
+            ))).model_dump(exclude={"n_versions", "latest"})
+        )  # fmt: skip
     download: PresignedUrl = await registry.call("download.presign", vref("iris", "latest"))
     assert download.version.version == "v2"
     async with httpx.AsyncClient() as http:
