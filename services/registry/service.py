@@ -69,7 +69,7 @@ from shared.errors import Conflict, EkibenError, InvalidInput, NotFound, TooLarg
 from shared.events import ArtifactRef, BentoDeleted, BentoPushed, Event, ModelDeleted, ModelPushed
 from shared.events.types import ArtifactDeletedData, ArtifactPushedData, BentoPushedData
 from shared.logging import get_logger
-from shared.outbox import write_event
+from shared.outbox import write_event, write_events
 
 log = get_logger(__name__)
 
@@ -261,9 +261,8 @@ class RegistryService:
             ]
             await repo.queue_blob_deletions(conn, deletions)
             await repo.delete_repository(conn, row["id"])
-            for v in versions:
-                await write_event(conn, _deleted(ref.kind, org, ref.name, v["version"], ref))
-            await write_event(conn, _deleted(ref.kind, org, ref.name, "*", ref))
+            names = [v["version"] for v in versions] + ["*"]
+            await write_events(conn, [_deleted(ref.kind, org, ref.name, n, ref) for n in names])
         self._after_queue(deletions)
         log.info(
             "registry.repository.deleted", kind=ref.kind, name=ref.name, versions=len(versions)

@@ -15,6 +15,6 @@ records the event id; it returns False for a redelivery, which the handler then 
 """
 
 from shared.outbox.relay import OutboxRelay
-from shared.outbox.store import processed_once, write_event
+from shared.outbox.store import processed_once, write_event, write_events
 
-__all__ = ["OutboxRelay", "processed_once", "write_event"]
+__all__ = ["OutboxRelay", "processed_once", "write_event", "write_events"]

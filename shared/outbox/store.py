@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared.db import Connection
 from shared.events import Event
 from shared.telemetry import current_trace_headers
 
+_INSERT = """INSERT INTO outbox (event_id, event_type, subject, payload, headers)
+             VALUES ($1, $2, $3, $4, $5)"""
+
 
 async def write_event(conn: Connection, event: Event) -> None:
     """Queue `event` for publication; call inside the transaction of the state change."""
+    await write_events(conn, [event])
+
+
+async def write_events(conn: Connection, events: Sequence[Event]) -> None:
+    """Queue `events`, in order, in one round trip (a repository delete may emit thousands)."""
     if not conn.is_in_transaction():
         raise RuntimeError("write_event must run inside the transaction of the state change")
-    await conn.execute(
-        """INSERT INTO outbox (event_id, event_type, subject, payload, headers)
-           VALUES ($1, $2, $3, $4, $5)""",
-        event.id,
-        event.type,
-        event.nats_subject,
-        event.model_dump(mode="json"),
-        current_trace_headers(),
-    )
+    headers = current_trace_headers()
+    rows = [(e.id, e.type, e.nats_subject, e.model_dump(mode="json"), headers) for e in events]
+    if len(rows) == 1:
+        await conn.execute(_INSERT, *rows[0])
+    elif rows:
+        await conn.executemany(_INSERT, rows)
 
 
 async def processed_once(conn: Connection, consumer: str, event_id: str) -> bool:
