@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,8 +38,13 @@ class ServiceEntry:
         import uvicorn  # noqa: PLC0415 - heavy, only when serving
 
         settings = self.settings_class()()
+        app = self.create_app(settings)
+        # What is alive now (modules, routes, models) lives as long as the process: out of
+        # the collector's sight, full collections stop walking it in the middle of requests.
+        gc.collect()
+        gc.freeze()
         uvicorn.run(
-            self.create_app(settings),
+            app,
             host=host or settings.http.host,
             port=port if port is not None else settings.http.port,
             log_config=None,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -29,7 +30,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import propagate, trace
 from prometheus_client import Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.errors import EkibenError, InvalidInput, TooLarge, Unavailable, error_from_dict
 from shared.logging import get_logger
@@ -137,15 +138,15 @@ class RpcServer:
         with tracer.start_as_current_span(
             f"rpc {spec.service}.{spec.command}", context=parent, kind=trace.SpanKind.SERVER
         ):
-            body = await self._run(spec, msg.data)
-        outcome = "ok" if body.get("ok") else str(body.get("error", {}).get("code", "internal"))
+            outcome, body = await self._run(spec, msg.data)
         RPC_DURATION.labels(spec.service, spec.command, outcome).observe(
             time.perf_counter() - start
         )
         with contextlib.suppress(Exception):  # the caller may have given up and gone
-            await msg.respond(json.dumps(body, separators=(",", ":")).encode())
+            await msg.respond(body)
 
-    async def _run(self, spec: _Command, data: bytes) -> dict[str, Any]:
+    async def _run(self, spec: _Command, data: bytes) -> tuple[str, bytes]:
+        """The outcome ("ok" or the error code) and the reply's bytes."""
         try:
             request = spec.request_model.model_validate_json(data)
         except ValidationError as exc:
@@ -157,11 +158,23 @@ class RpcServer:
         except Exception:  # an unexpected fault must still answer the caller
             log.exception("bus.rpc.failed", command=f"{spec.service}.{spec.command}")
             return _error(EkibenError("internal error"))
-        return {"ok": True, "result": result.model_dump(mode="json")}
+        # The result straight to JSON bytes: no dict in between.
+        return "ok", b'{"ok":true,"result":' + result.model_dump_json().encode() + b"}"
 
 
-def _error(exc: EkibenError) -> dict[str, Any]:
-    return {"ok": False, "error": exc.to_dict()}
+def _error(exc: EkibenError) -> tuple[str, bytes]:
+    return exc.code, json.dumps({"ok": False, "error": exc.to_dict()}).encode()
+
+
+class _Reply(BaseModel, Generic[Res]):
+    ok: bool
+    result: Res | None = None
+    error: dict[str, Any] | None = None
+
+
+@functools.cache
+def _reply_adapter(response_model: type[Res]) -> TypeAdapter[_Reply[Res]]:
+    return TypeAdapter(_Reply[response_model])  # type: ignore[valid-type]
 
 
 class RpcClient:
@@ -194,11 +207,11 @@ class RpcClient:
         except MaxPayloadError as exc:
             raise TooLarge(f"{command}: the request is larger than the bus accepts") from exc
         try:
-            body = json.loads(reply.data)
-        except ValueError as exc:
+            body: _Reply[Res] = _reply_adapter(response_model).validate_json(reply.data)
+        except ValidationError as exc:
             raise EkibenError(f"{service}.{command}: malformed reply") from exc
-        if not isinstance(body, dict):
+        if not body.ok:
+            raise error_from_dict(body.error or {})
+        if body.result is None:
             raise EkibenError(f"{service}.{command}: malformed reply")
-        if not body.get("ok"):
-            raise error_from_dict(body.get("error") or {})
-        return response_model.model_validate(body.get("result"))
+        return body.result
