@@ -1,6 +1,7 @@
 """OpenTelemetry tracing and Prometheus metrics, set up once per process.
 
-Traces: spans for HTTP (FastAPI instrumentation), NATS (FastStream's telemetry
+Traces: spans for HTTP (FastAPI's native OpenTelemetry support, configured in
+`shared.service.HTTP_TELEMETRY`), NATS (FastStream's telemetry
 middleware, which carries the W3C `traceparent` in message headers) and PostgreSQL
 (asyncpg instrumentation). The OTLP exporter is off unless an endpoint is configured.
 Metrics: prometheus_client's default registry, served at `/metrics` by every service.
