@@ -80,6 +80,7 @@ class BlobJanitor:
         task, self._task = self._task, None
         if task is not None:
             self._stopping = True
+            self._wake.set()  # ends the wait at once, should a library swallow the cancel
             await stop_tasks([task], grace=5.0)
 
     async def _run(self) -> None:

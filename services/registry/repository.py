@@ -70,18 +70,23 @@ def to_version(row: asyncpg.Record) -> Version:
 
 
 def to_repository(
-    row: asyncpg.Record, *, n_versions: int | None, latest: asyncpg.Record | None
+    row: asyncpg.Record,
+    *,
+    n_versions: int | None,
+    latest: asyncpg.Record | None,
+    prefix: str = "",
 ) -> Repository:
+    """`prefix`: the columns' prefix in a joined row (see `_with_repository`)."""
     return Repository(
-        uid=row["uid"],
+        uid=row[f"{prefix}uid"],
         kind=Kind(row["kind"]),
         organization=row["organization"],
-        name=row["name"],
-        description=row["description"],
-        labels=_labels(row["labels"]),
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        name=row[f"{prefix}name"],
+        description=row[f"{prefix}description"],
+        labels=_labels(row[f"{prefix}labels"]),
+        created_by=row[f"{prefix}created_by"],
+        created_at=row[f"{prefix}created_at"],
+        updated_at=row[f"{prefix}updated_at"],
         n_versions=n_versions,
         latest=to_version(latest) if latest is not None else None,
     )
@@ -174,6 +179,8 @@ _VERSION_COLUMNS = """v.*, ARRAY(
 
 
 # The repository's own columns beside a version's, prefixed: one round trip for both.
+# (Kind and organization are the version's too.)
+_JOINED = "repository_"
 _REPOSITORY_COLUMNS = (
     "uid",
     "name",
@@ -189,25 +196,13 @@ def _with_repository(wanted: bool) -> tuple[str, str]:
     """The select list and join that add the repository's columns to a version query."""
     if not wanted:
         return _VERSION_COLUMNS, ""
-    extra = ", ".join(f"r.{c} AS repository_{c}" for c in _REPOSITORY_COLUMNS)
+    extra = ", ".join(f"r.{c} AS {_JOINED}{c}" for c in _REPOSITORY_COLUMNS)
     return f"{_VERSION_COLUMNS}, {extra}", " JOIN repositories r ON r.id = v.repository_id"
 
 
 def repository_of(row: asyncpg.Record) -> Repository:
     """The repository of a version row read `with_repository` (without its counts)."""
-    return Repository(
-        uid=row["repository_uid"],
-        kind=Kind(row["kind"]),
-        organization=row["organization"],
-        name=row["repository_name"],
-        description=row["repository_description"],
-        labels=_labels(row["repository_labels"]),
-        created_by=row["repository_created_by"],
-        created_at=row["repository_created_at"],
-        updated_at=row["repository_updated_at"],
-        n_versions=None,
-        latest=None,
-    )
+    return to_repository(row, n_versions=None, latest=None, prefix=_JOINED)
 
 
 async def latest_versions(conn: Db, repository_ids: Sequence[int]) -> dict[int, asyncpg.Record]:
