@@ -1,13 +1,24 @@
-"""One error taxonomy for HTTP, request/reply and reconcilers.
+"""One error taxonomy for HTTP, request/reply, event consumers and reconcilers.
 
 Logic raises these; each transport maps them in one place (the HTTP exception handler,
-the RPC responder, the consumer wrapper). A user sees `{"error": {"code", "message"}}`
-with the status below, never a stack trace.
+the RPC responder, the consumer wrapper, the controller's worker). A user sees
+`{"error": {"code", "message"}}` with the status below, never a stack trace.
+
+Whether a failure is worth retrying is decided here, once, by `is_permanent`:
+
+- a **permanent** failure (`PermanentError`, or any 4xx such as `InvalidInput` or
+  `NotFound`) cannot be fixed by trying again with the same input. A consumer
+  dead-letters the event at once; a reconciler records the reason on the object and
+  waits until the object changes.
+- anything else is **temporary**: a consumer naks with backoff, a reconciler requeues
+  with per-key exponential backoff. `TemporaryError(delay=...)` says how long to wait
+  when the code knows better than the backoff (a build that is still running, a Job
+  that has not started).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 
 class EkibenError(Exception):
@@ -63,6 +74,55 @@ class Unavailable(EkibenError):
     code = "unavailable"
 
 
+class TemporaryError(Unavailable):
+    """Not done yet, or a fault that may pass: try again, after `delay` seconds if given.
+
+    `reason` is a CamelCase word for a Kubernetes condition or event (`ImagePullBackOff`,
+    `RegistryUnreachable`); the message says what happened for a person.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delay: float | None = None,
+        reason: str = "Retrying",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.delay = delay
+        self.reason = reason
+
+
+class PermanentError(EkibenError):
+    """Retrying with the same input cannot help: record it and wait for a change.
+
+    `reason` is a CamelCase word for a Kubernetes condition or event (`BentoNotFound`,
+    `InvalidSpec`); the message says what to fix.
+    """
+
+    status = 422
+    code = "permanent"
+
+    def __init__(
+        self, message: str, *, reason: str = "Failed", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason
+
+
+def is_permanent(exc: BaseException) -> TypeGuard[EkibenError]:
+    """True when retrying `exc`'s operation unchanged cannot succeed (see the module)."""
+    if isinstance(exc, PermanentError):
+        return True
+    return isinstance(exc, EkibenError) and not isinstance(exc, TemporaryError) and exc.status < 500
+
+
+def retry_delay(exc: BaseException) -> float | None:
+    """The delay a `TemporaryError` asks for; None means "use the caller's backoff"."""
+    return exc.delay if isinstance(exc, TemporaryError) else None
+
+
 ERRORS_BY_CODE: dict[str, type[EkibenError]] = {
     cls.code: cls
     for cls in (
@@ -74,6 +134,7 @@ ERRORS_BY_CODE: dict[str, type[EkibenError]] = {
         Conflict,
         TooLarge,
         Unavailable,
+        PermanentError,
     )
 }
 

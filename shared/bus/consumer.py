@@ -4,10 +4,12 @@ A handler gets a decoded, typed event and a `Delivery` (which attempt this is). 
 happens next depends only on how the handler ends:
 
 - it returns: the message is acked;
-- it raises an `EkibenError` of the bad-input kind (4xx): retrying cannot help, so the
-  message goes to the dead-letter subject at once;
-- it raises anything else: the message is nak'ed with the next backoff delay, and after
-  `max_deliver` attempts it goes to the dead-letter subject;
+- it raises a permanent error (`PermanentError` or any 4xx `EkibenError`, see
+  `shared.errors.is_permanent`): retrying cannot help, so the message goes to the
+  dead-letter subject at once;
+- it raises anything else: the message is nak'ed with the next backoff delay (or the
+  `delay` a `TemporaryError` names), and after `max_deliver` attempts it goes to the
+  dead-letter subject;
 - the process dies mid-handling: no ack arrives, and JetStream redelivers after `ack_wait`.
 
 A message that does not decode as any known event goes to the dead-letter subject too.
@@ -35,7 +37,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from shared.bus.broker import message_itself
-from shared.errors import EkibenError
+from shared.errors import is_permanent, retry_delay
 from shared.events import (
     EVENT_STREAM,
     EVENT_SUBJECT_PREFIX,
@@ -145,13 +147,11 @@ async def _handle_one(
     bound = log.bind(consumer=consumer, event_id=event.id, event_type=event.type)
     try:
         await handler(event, delivery)
-    except EkibenError as exc:
-        if exc.status < 500:
+    except Exception as exc:  # noqa: BLE001 - every failure is classed, none escapes
+        if is_permanent(exc):
             EVENTS_HANDLED.labels(consumer, event.type, "rejected").inc()
             await _dead_letter(msg, js, delivery, event.type, exc.code, exc.message)
             return
-        await _retry_or_dead_letter(msg, js, delivery, event.type, exc, settings, bound)
-    except Exception as exc:  # noqa: BLE001 - any failure of a handler is a retry, by design
         await _retry_or_dead_letter(msg, js, delivery, event.type, exc, settings, bound)
     else:
         await msg.ack()
@@ -172,7 +172,9 @@ async def _retry_or_dead_letter(
         await _dead_letter(msg, js, delivery, event_type, "max_deliver", repr(exc)[:2000])
         return
     backoff = settings.backoff_seconds or [1.0]
-    delay = backoff[min(delivery.attempt - 1, len(backoff) - 1)]
+    delay = retry_delay(exc)
+    if delay is None:
+        delay = backoff[min(delivery.attempt - 1, len(backoff) - 1)]
     EVENTS_HANDLED.labels(delivery.consumer, event_type, "retry").inc()
     bound.warning(
         "bus.consumer.retry",
