@@ -133,7 +133,7 @@ def token_create(
     import asyncpg  # noqa: PLC0415
     from pydantic import SecretStr  # noqa: PLC0415
 
-    from services.gateway.admin import create_admin_token  # noqa: PLC0415
+    from services.gateway.identity.admin import create_admin_token  # noqa: PLC0415
     from services.gateway.settings import GatewaySettings  # noqa: PLC0415
     from shared.db.migrations import MigrationError  # noqa: PLC0415
     from shared.errors import EkibenError  # noqa: PLC0415

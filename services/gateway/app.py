@@ -6,10 +6,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.gateway import handlers, identity
 from services.gateway.adapters.transfer import Transfers
-from services.gateway.api import artifacts
-from services.gateway.api import identity as identity_api
+from services.gateway.artifacts import api as artifacts
+from services.gateway.audit import api as audit_api
+from services.gateway.events import handlers
+from services.gateway.identity import api as identity_api
+from services.gateway.identity import service as identity
 from services.gateway.settings import GatewaySettings
 from shared.service import BackendRuntime, backend_app, bootstrap
 
@@ -37,7 +39,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = backend_app(
         runtime,
         title="Ekiben gateway",
-        routers=[identity_api.router, artifacts.bentos, artifacts.models],
+        routers=[identity_api.router, audit_api.router, artifacts.bentos, artifacts.models],
     )
     # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an
     # app driven without its lifespan (a test running `runtime.running()` itself) works too.

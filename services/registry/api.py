@@ -8,17 +8,15 @@ models before a handler runs, and the handlers' `NotFound`, `Conflict`, `Invalid
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel
 
 from services.registry.adapters.s3 import BlobStore
 from services.registry.janitor import BlobJanitor
 from services.registry.service import RegistryService
 from services.registry.settings import RegistrySettings
-from shared.contracts.registry import COMMANDS, SERVICE
+from shared.contracts import registry as reg
+from shared.db import Pool
 from shared.service import BackendRuntime
 
 
@@ -36,9 +34,7 @@ def register(runtime: BackendRuntime, blobs: BlobStore) -> Registry:
     if not isinstance(settings, RegistrySettings):
         raise TypeError("the registry runs with RegistrySettings")
 
-    def pool() -> Any:
-        return runtime.pool
-
+    pool: Callable[[], Pool] = lambda: runtime.pool  # noqa: E731 - read at call time
     janitor = BlobJanitor(pool, blobs, poll_seconds=settings.janitor_poll_seconds)
     service = RegistryService(pool, blobs, on_blobs_queued=janitor.wake)
 
@@ -47,34 +43,26 @@ def register(runtime: BackendRuntime, blobs: BlobStore) -> Registry:
 
     janitor.periodic = sweep
 
-    handlers: dict[str, Callable[[Any], Awaitable[BaseModel]]] = {
-        "repository.get": service.get_repository,
-        "repository.create": service.create_repository,
-        "repository.update": service.update_repository,
-        "repository.list": service.list_repositories,
-        "repository.delete": service.delete_repository,
-        "version.get": service.get_version,
-        "version.create": service.create_version,
-        "version.update": service.update_version,
-        "version.list": service.list_versions,
-        "version.delete": service.delete_version,
-        "upload.start": service.start_upload,
-        "upload.presign": service.presign_upload,
-        "upload.multipart.start": service.start_multipart,
-        "upload.multipart.presign_part": service.presign_part,
-        "upload.multipart.complete": service.complete_multipart,
-        "upload.finish": service.finish_upload,
-        "download.presign": service.presign_download,
-    }
-    if handlers.keys() != COMMANDS.keys():
-        raise RuntimeError(
-            f"registry handlers and contract differ: {sorted(handlers.keys() ^ COMMANDS.keys())}"
-        )
-    for command, (request_model, _) in COMMANDS.items():
-        runtime.responders.add(
-            service=SERVICE,
-            command=command,
-            request_model=request_model,
-            handler=handlers[command],
-        )
+    answer = runtime.responders.add
+    answer(reg.GET_REPOSITORY, service.get_repository)
+    answer(reg.CREATE_REPOSITORY, service.create_repository)
+    answer(reg.UPDATE_REPOSITORY, service.update_repository)
+    answer(reg.LIST_REPOSITORIES, service.list_repositories)
+    answer(reg.DELETE_REPOSITORY, service.delete_repository)
+    answer(reg.GET_VERSION, service.get_version)
+    answer(reg.CREATE_VERSION, service.create_version)
+    answer(reg.UPDATE_VERSION, service.update_version)
+    answer(reg.LIST_VERSIONS, service.list_versions)
+    answer(reg.DELETE_VERSION, service.delete_version)
+    answer(reg.START_UPLOAD, service.start_upload)
+    answer(reg.PRESIGN_UPLOAD, service.presign_upload)
+    answer(reg.PRESIGN_PROXY_UPLOAD, service.presign_proxy_upload)
+    answer(reg.START_MULTIPART, service.start_multipart)
+    answer(reg.PRESIGN_PART, service.presign_part)
+    answer(reg.COMPLETE_MULTIPART, service.complete_multipart)
+    answer(reg.FINISH_UPLOAD, service.finish_upload)
+    answer(reg.PRESIGN_DOWNLOAD, service.presign_download)
+    missing = set(reg.COMMANDS) - set(runtime.responders.commands)
+    if missing:
+        raise RuntimeError(f"registry commands without a handler: {sorted(map(str, missing))}")
     return Registry(service=service, janitor=janitor)

@@ -1,10 +1,11 @@
 """The registry's SQL: repositories, versions, bento->model links, queued blob deletions.
 
 Every function takes a connection (or the pool) from the caller, who owns the transaction.
-Rows become contract models here (`to_version`, `to_repository`), so the service never
-sees a column name. Labels are stored as a JSON object (`{"key": "value"}`, one value per
-key) so that a label filter is a GIN-indexed containment test; they come back as a list
-sorted by key.
+Rows leave as typed values (`RepositoryRow`, `VersionRow`: what is stored, internal keys
+included), which turn into contract models with `.contract()`; the service never sees a
+column name or a driver record. Labels are stored as a JSON object (`{"key": "value"}`,
+one value per key) so that a label filter is a GIN-indexed containment test; they come
+back as a list sorted by key.
 
 List queries are built from fixed fragments: a filter adds a condition and a bind
 parameter, a sort key picks an ORDER BY from a whitelist, so no caller text reaches SQL.
@@ -14,7 +15,7 @@ Names sort bytewise (`COLLATE "C"`), the same in every database locale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from shared.db import Connection, Pool
 
 Db = Connection | Pool
 
-# --- rows -> contract models ---------------------------------------------------------------
+# --- rows ----------------------------------------------------------------------------------
 
 
 def labels_to_dict(labels: Iterable[Label]) -> dict[str, str]:
@@ -44,16 +45,132 @@ def _labels(stored: dict[str, str] | None) -> list[Label]:
     return [Label(key=k, value=v) for k, v in sorted((stored or {}).items())]
 
 
-def to_version(row: asyncpg.Record) -> Version:
-    return Version(
+@dataclass(frozen=True)
+class RepositoryRow:
+    """A repository as stored; `id` is the internal key and never leaves the registry."""
+
+    id: int
+    uid: str
+    kind: Kind
+    organization: str
+    name: str
+    description: str
+    labels: dict[str, str]
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+
+    def contract(
+        self, *, n_versions: int | None = None, latest: VersionRow | None = None
+    ) -> Repository:
+        return Repository(
+            uid=self.uid,
+            kind=self.kind,
+            organization=self.organization,
+            name=self.name,
+            description=self.description,
+            labels=_labels(self.labels),
+            created_by=self.created_by,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            n_versions=n_versions,
+            latest=latest.contract() if latest is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """A version as stored, with the models its manifest names and, when joined, its
+    repository."""
+
+    id: int
+    uid: str
+    repository_id: int
+    kind: Kind
+    organization: str
+    repository: str
+    version: str
+    description: str
+    manifest: dict[str, Any] | None
+    labels: dict[str, str]
+    size_bytes: int
+    bentoml_version: str | None
+    build_at: datetime
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    upload_status: UploadStatus
+    upload_started_at: datetime | None
+    upload_finished_at: datetime | None
+    upload_finished_reason: str
+    upload_id: str | None
+    object_key: str
+    sha256: str | None
+    models: tuple[str, ...]
+    repository_row: RepositoryRow | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.repository}:{self.version}"
+
+    def contract(self) -> Version:
+        return Version(
+            uid=self.uid,
+            kind=self.kind,
+            organization=self.organization,
+            repository=self.repository,
+            version=self.version,
+            description=self.description,
+            manifest=self.manifest,
+            labels=_labels(self.labels),
+            size_bytes=self.size_bytes,
+            bentoml_version=self.bentoml_version,
+            build_at=self.build_at,
+            created_by=self.created_by,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            upload_status=self.upload_status,
+            upload_started_at=self.upload_started_at,
+            upload_finished_at=self.upload_finished_at,
+            upload_finished_reason=self.upload_finished_reason,
+            upload_id=self.upload_id,
+            sha256=self.sha256,
+            models=list(self.models),
+            repository_detail=(
+                self.repository_row.contract() if self.repository_row is not None else None
+            ),
+        )
+
+
+def _repository(row: asyncpg.Record, prefix: str = "") -> RepositoryRow:
+    """`prefix`: the columns' prefix in a joined row (see `_with_repository`)."""
+    return RepositoryRow(
+        id=row[f"{prefix}id"],
+        uid=row[f"{prefix}uid"],
+        kind=Kind(row["kind"]),
+        organization=row["organization"],
+        name=row[f"{prefix}name"],
+        description=row[f"{prefix}description"],
+        labels=dict(row[f"{prefix}labels"] or {}),
+        created_by=row[f"{prefix}created_by"],
+        created_at=row[f"{prefix}created_at"],
+        updated_at=row[f"{prefix}updated_at"],
+    )
+
+
+def _version(row: asyncpg.Record) -> VersionRow:
+    joined = _JOINED + "uid" in row.keys()  # noqa: SIM118 - asyncpg records are not dicts
+    return VersionRow(
+        id=row["id"],
         uid=row["uid"],
+        repository_id=row["repository_id"],
         kind=Kind(row["kind"]),
         organization=row["organization"],
         repository=row["repository"],
         version=row["version"],
         description=row["description"],
         manifest=row["manifest"],
-        labels=_labels(row["labels"]),
+        labels=dict(row["labels"] or {}),
         size_bytes=row["size_bytes"],
         bentoml_version=row["bentoml_version"],
         build_at=row["build_at"],
@@ -65,31 +182,19 @@ def to_version(row: asyncpg.Record) -> Version:
         upload_finished_at=row["upload_finished_at"],
         upload_finished_reason=row["upload_finished_reason"],
         upload_id=row["upload_id"],
-        models=list(row["models"] or []),
+        object_key=row["object_key"],
+        sha256=row["sha256"],
+        models=tuple(row["models"] or ()),
+        repository_row=_repository(row, _JOINED) if joined else None,
     )
 
 
-def to_repository(
-    row: asyncpg.Record,
-    *,
-    n_versions: int | None,
-    latest: asyncpg.Record | None,
-    prefix: str = "",
-) -> Repository:
-    """`prefix`: the columns' prefix in a joined row (see `_with_repository`)."""
-    return Repository(
-        uid=row[f"{prefix}uid"],
-        kind=Kind(row["kind"]),
-        organization=row["organization"],
-        name=row[f"{prefix}name"],
-        description=row[f"{prefix}description"],
-        labels=_labels(row[f"{prefix}labels"]),
-        created_by=row[f"{prefix}created_by"],
-        created_at=row[f"{prefix}created_at"],
-        updated_at=row[f"{prefix}updated_at"],
-        n_versions=n_versions,
-        latest=to_version(latest) if latest is not None else None,
-    )
+def _version_or_none(row: asyncpg.Record | None) -> VersionRow | None:
+    return _version(row) if row is not None else None
+
+
+def with_repository(version: VersionRow, repository: RepositoryRow) -> VersionRow:
+    return replace(version, repository_row=repository)
 
 
 # --- repositories --------------------------------------------------------------------------
@@ -104,9 +209,9 @@ async def insert_repository(
     description: str,
     labels: dict[str, str],
     created_by: str | None,
-) -> asyncpg.Record | None:
+) -> RepositoryRow | None:
     """The new row, or None when the name is taken."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """INSERT INTO repositories (kind, organization, name, description, labels, created_by)
            VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (kind, organization, name) DO NOTHING
@@ -118,6 +223,7 @@ async def insert_repository(
         labels,
         created_by,
     )
+    return _repository(row) if row is not None else None
 
 
 async def get_repository(
@@ -127,22 +233,23 @@ async def get_repository(
     name: str,
     *,
     lock: Literal["update", "key share"] | None = None,
-) -> asyncpg.Record | None:
+) -> RepositoryRow | None:
     """The row; `lock="update"` to change or delete it, `"key share"` to add a version
     (which waits for a repository delete in flight, then finds the repository gone)."""
     locking = f" FOR {lock.upper()}" if lock else ""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"""SELECT * FROM repositories
             WHERE kind = $1 AND organization = $2 AND name = $3{locking}""",  # noqa: S608 - fixed
         kind.value,
         organization,
         name,
     )
+    return _repository(row) if row is not None else None
 
 
 async def update_repository(
     conn: Db, repository_id: int, *, description: str | None, labels: dict[str, str] | None
-) -> asyncpg.Record:
+) -> RepositoryRow:
     row: asyncpg.Record | None = await conn.fetchrow(
         """UPDATE repositories
            SET description = coalesce($2, description),
@@ -155,7 +262,7 @@ async def update_repository(
     )
     if row is None:  # pragma: no cover - the caller holds the row lock
         raise LookupError(f"repository {repository_id} vanished")
-    return row
+    return _repository(row)
 
 
 async def delete_repository(conn: Db, repository_id: int) -> None:
@@ -182,6 +289,7 @@ _VERSION_COLUMNS = """v.*, ARRAY(
 # (Kind and organization are the version's too.)
 _JOINED = "repository_"
 _REPOSITORY_COLUMNS = (
+    "id",
     "uid",
     "name",
     "description",
@@ -200,12 +308,7 @@ def _with_repository(wanted: bool) -> tuple[str, str]:
     return f"{_VERSION_COLUMNS}, {extra}", " JOIN repositories r ON r.id = v.repository_id"
 
 
-def repository_of(row: asyncpg.Record) -> Repository:
-    """The repository of a version row read `with_repository` (without its counts)."""
-    return to_repository(row, n_versions=None, latest=None, prefix=_JOINED)
-
-
-async def latest_versions(conn: Db, repository_ids: Sequence[int]) -> dict[int, asyncpg.Record]:
+async def latest_versions(conn: Db, repository_ids: Sequence[int]) -> dict[int, VersionRow]:
     """Per repository: its newest successful version, else its newest version.
 
     Two probes of the `versions_newest*` indexes per repository, whatever its size.
@@ -224,7 +327,7 @@ async def latest_versions(conn: Db, repository_ids: Sequence[int]) -> dict[int, 
             ) AS l""",  # noqa: S608 - fixed fragments only
         list(repository_ids),
     )
-    return {row["repository_id"]: row for row in rows}
+    return {row["repository_id"]: _version(row) for row in rows}
 
 
 # --- listing -------------------------------------------------------------------------------
@@ -285,7 +388,7 @@ _VERSION_SORT: dict[str, tuple[str, ...]] = {
 }
 
 
-async def list_repositories(conn: Db, flt: ListFilter) -> tuple[int, list[asyncpg.Record]]:
+async def list_repositories(conn: Db, flt: ListFilter) -> tuple[int, list[RepositoryRow]]:
     """(total matching, the requested page)."""
     q = _Query()
     q.where(f"r.kind = {q.param(flt.kind.value)}")
@@ -310,13 +413,16 @@ async def list_repositories(conn: Db, flt: ListFilter) -> tuple[int, list[asyncp
         f" LIMIT {limit} OFFSET {offset}",
         *q.args,
     )
-    return int(total), list(rows)
+    return int(total), [_repository(row) for row in rows]
 
 
 async def list_versions(
-    conn: Db, flt: ListFilter, *, repository_id: int | None
-) -> tuple[int, list[asyncpg.Record]]:
-    """(total matching, the requested page); across the organization when no repository."""
+    conn: Db, flt: ListFilter, *, repository_id: int | None, with_repository: bool = False
+) -> tuple[int, list[VersionRow]]:
+    """(total matching, the requested page); across the organization when no repository.
+
+    `with_repository` joins each version's repository (`repository_row`), for listings
+    whose items name their repository in full."""
     q = _Query()
     if repository_id is not None:
         q.where(f"v.repository_id = {q.param(repository_id)}")
@@ -336,14 +442,15 @@ async def list_versions(
     order = _order(_VERSION_SORT[flt.sort], "v.id", flt.descending)
     limit, offset = q.param(flt.count), q.param(flt.start)
     # The page first (an index scan in the requested order), then its links.
+    columns, join = _with_repository(with_repository)
     rows = await conn.fetch(
-        f"""SELECT {_VERSION_COLUMNS} FROM (
+        f"""SELECT {columns} FROM (
                 SELECT * FROM versions v WHERE {q.sql} ORDER BY {order}
-                LIMIT {limit} OFFSET {offset}) AS v
+                LIMIT {limit} OFFSET {offset}) AS v{join}
             ORDER BY {order}""",  # noqa: S608
         *q.args,
     )
-    return int(total), list(rows)
+    return int(total), [_version(row) for row in rows]
 
 
 # --- versions ------------------------------------------------------------------------------
@@ -352,7 +459,7 @@ async def list_versions(
 async def insert_version(
     conn: Db,
     *,
-    repository: asyncpg.Record,
+    repository: RepositoryRow,
     version: str,
     description: str,
     manifest: dict[str, Any] | None,
@@ -363,18 +470,22 @@ async def insert_version(
     created_by: str | None,
     object_key: str,
 ) -> int | None:
-    """The new version's id, or None when the version exists already."""
+    """The new version's id, or None when the version exists already.
+
+    `ON CONFLICT` names no constraint: two racing creates of one version collide on the
+    tag or on the object key, whichever index the loser reaches first, and both mean
+    "exists already"."""
     version_id: int | None = await conn.fetchval(
         """INSERT INTO versions (repository_id, kind, organization, repository, version,
                                  description, manifest, labels, size_bytes, bentoml_version,
                                  build_at, created_by, object_key)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-           ON CONFLICT (kind, organization, repository, version) DO NOTHING
+           ON CONFLICT DO NOTHING
            RETURNING id""",
-        repository["id"],
-        repository["kind"],
-        repository["organization"],
-        repository["name"],
+        repository.id,
+        repository.kind.value,
+        repository.organization,
+        repository.name,
         version,
         description,
         manifest,
@@ -397,46 +508,50 @@ async def get_version(
     *,
     for_update: bool = False,
     with_repository: bool = False,
-) -> asyncpg.Record | None:
-    """The version's row; `with_repository` adds its repository's (read by `repository_of`)."""
+) -> VersionRow | None:
+    """The version's row; `with_repository` adds its repository's (`repository_row`)."""
     lock = " FOR UPDATE OF v" if for_update else ""
     columns, join = _with_repository(with_repository)
-    return await conn.fetchrow(
-        f"""SELECT {columns} FROM versions v{join}
+    return _version_or_none(
+        await conn.fetchrow(
+            f"""SELECT {columns} FROM versions v{join}
             WHERE v.kind = $1 AND v.organization = $2 AND v.repository = $3
               AND v.version = $4{lock}""",  # noqa: S608 - fixed fragments only
-        kind.value,
-        organization,
-        repository,
-        version,
+            kind.value,
+            organization,
+            repository,
+            version,
+        )
     )
 
 
-async def get_version_by_id(conn: Db, version_id: int) -> asyncpg.Record:
+async def get_version_by_id(conn: Db, version_id: int) -> VersionRow:
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.id = $1",  # noqa: S608
         version_id,
     )
     if row is None:  # pragma: no cover - the caller just wrote or locked the row
         raise LookupError(f"version {version_id} vanished")
-    return row
+    return _version(row)
 
 
 async def latest_successful_version(
     conn: Db, kind: Kind, organization: str, repository: str, *, with_repository: bool = False
-) -> asyncpg.Record | None:
+) -> VersionRow | None:
     """The newest (by creation) successfully uploaded version of a repository."""
     columns, join = _with_repository(with_repository)
-    return await conn.fetchrow(
-        f"""SELECT {columns} FROM versions v{join}
+    return _version_or_none(
+        await conn.fetchrow(
+            f"""SELECT {columns} FROM versions v{join}
             WHERE v.repository_id = (
                     SELECT id FROM repositories
                     WHERE kind = $1 AND organization = $2 AND name = $3)
               AND v.upload_status = 'success'
             ORDER BY v.created_at DESC, v.id DESC LIMIT 1""",  # noqa: S608
-        kind.value,
-        organization,
-        repository,
+            kind.value,
+            organization,
+            repository,
+        )
     )
 
 
@@ -488,15 +603,19 @@ async def set_upload_id(conn: Db, version_id: int, upload_id: str | None) -> Non
     )
 
 
-async def finish_upload(conn: Db, version_id: int, *, status: UploadStatus, reason: str) -> None:
+async def finish_upload(
+    conn: Db, version_id: int, *, status: UploadStatus, reason: str, sha256: str | None = None
+) -> None:
     await conn.execute(
         """UPDATE versions
            SET upload_status = $2, upload_finished_at = clock_timestamp(),
-               upload_finished_reason = $3, upload_id = NULL, updated_at = clock_timestamp()
+               upload_finished_reason = $3, upload_id = NULL, sha256 = $4,
+               updated_at = clock_timestamp()
            WHERE id = $1""",
         version_id,
         status.value,
         reason,
+        sha256,
     )
 
 
@@ -504,14 +623,13 @@ async def delete_version(conn: Db, version_id: int) -> None:
     await conn.execute("DELETE FROM versions WHERE id = $1", version_id)
 
 
-async def versions_of_repository(conn: Db, repository_id: int) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            """SELECT id, version, object_key, upload_id FROM versions
-               WHERE repository_id = $1 ORDER BY created_at, id""",
-            repository_id,
-        )
+async def versions_of_repository(conn: Db, repository_id: int) -> list[VersionRow]:
+    rows = await conn.fetch(
+        f"""SELECT {_VERSION_COLUMNS} FROM versions v
+            WHERE v.repository_id = $1 ORDER BY v.created_at, v.id""",  # noqa: S608
+        repository_id,
     )
+    return [_version(row) for row in rows]
 
 
 async def abandoned_uploads(conn: Db, *, older_than_seconds: float, limit: int) -> list[int]:

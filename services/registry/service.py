@@ -36,11 +36,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from services.registry import repository as repo
 from services.registry.adapters.s3 import BlobStore, Presigned
-from services.registry.repository import BlobDeletion
+from services.registry.repository import BlobDeletion, RepositoryRow, VersionRow
 from shared.contracts.registry import (
     MAX_MANIFEST_BYTES,
     TAG_PART,
@@ -186,12 +184,10 @@ class RegistryService:
 
     # --- repositories ----------------------------------------------------------------------
 
-    async def _repository(self, conn: Connection, row: asyncpg.Record) -> Repository:
-        counts = await repo.version_counts(conn, [row["id"]])
-        latest = await repo.latest_versions(conn, [row["id"]])
-        return repo.to_repository(
-            row, n_versions=counts.get(row["id"], 0), latest=latest.get(row["id"])
-        )
+    async def _repository(self, conn: Connection, row: RepositoryRow) -> Repository:
+        counts = await repo.version_counts(conn, [row.id])
+        latest = await repo.latest_versions(conn, [row.id])
+        return row.contract(n_versions=counts.get(row.id, 0), latest=latest.get(row.id))
 
     async def get_repository(self, ref: RepositoryRef) -> Repository:
         async with self._pool().acquire() as conn:
@@ -213,7 +209,7 @@ class RegistryService:
             )
         if row is None:
             raise Conflict(f"{req.kind} repository {req.name} already exists")
-        return repo.to_repository(row, n_versions=0, latest=None)
+        return row.contract(n_versions=0)
 
     async def update_repository(self, req: UpdateRepository) -> Repository:
         labels = repo.labels_to_dict(req.labels) if req.labels is not None else None
@@ -224,20 +220,17 @@ class RegistryService:
             if row is None:
                 raise NotFound(f"{req.kind} repository {req.name} not found")
             row = await repo.update_repository(
-                conn, row["id"], description=req.description, labels=labels
+                conn, row.id, description=req.description, labels=labels
             )
             return await self._repository(conn, row)
 
     async def list_repositories(self, req: ListRepositories) -> Page[Repository]:
         async with self._pool().acquire() as conn:
             total, rows = await repo.list_repositories(conn, req)
-            ids = [row["id"] for row in rows]
+            ids = [row.id for row in rows]
             counts = await repo.version_counts(conn, ids)
             latest = await repo.latest_versions(conn, ids)
-        items = [
-            repo.to_repository(r, n_versions=counts.get(r["id"], 0), latest=latest.get(r["id"]))
-            for r in rows
-        ]
+        items = [r.contract(n_versions=counts.get(r.id, 0), latest=latest.get(r.id)) for r in rows]
         return Page[Repository](start=req.start, count=len(items), total=total, items=items)
 
     async def delete_repository(self, ref: RepositoryRef) -> DeleteResult:
@@ -253,15 +246,15 @@ class RegistryService:
                         f"model repository {ref.name} is used by bento {', '.join(users)}:"
                         " delete those bentos first"
                     )
-            versions = await repo.versions_of_repository(conn, row["id"])
+            versions = await repo.versions_of_repository(conn, row.id)
             deletions = [
                 d
                 for v in versions
-                for d in _blob_work(v["object_key"], v["upload_id"], "repository deleted")
+                for d in _blob_work(v.object_key, v.upload_id, "repository deleted")
             ]
             await repo.queue_blob_deletions(conn, deletions)
-            await repo.delete_repository(conn, row["id"])
-            names = [v["version"] for v in versions] + ["*"]
+            await repo.delete_repository(conn, row.id)
+            names = [v.version for v in versions] + ["*"]
             await write_events(conn, [_deleted(ref.kind, org, ref.name, n, ref) for n in names])
         self._after_queue(deletions)
         log.info(
@@ -278,7 +271,7 @@ class RegistryService:
         *,
         for_update: bool = False,
         with_repository: bool = False,
-    ) -> asyncpg.Record:
+    ) -> VersionRow:
         row = await repo.get_version(
             conn,
             ref.kind,
@@ -294,7 +287,7 @@ class RegistryService:
 
     async def _resolve(
         self, conn: Connection, ref: VersionRef, *, with_repository: bool = False
-    ) -> asyncpg.Record:
+    ) -> VersionRow:
         """The version, with `latest` naming the newest successfully uploaded one."""
         if ref.version != LATEST:
             return await self._version_row(conn, ref, with_repository=with_repository)
@@ -315,10 +308,7 @@ class RegistryService:
     async def get_version(self, ref: GetVersion) -> Version:
         async with self._pool().acquire() as conn:
             row = await self._resolve(conn, ref, with_repository=ref.include_repository)
-        version = repo.to_version(row)
-        if not ref.include_repository:
-            return version
-        return version.model_copy(update={"repository_detail": repo.repository_of(row)})
+        return row.contract()
 
     async def create_version(self, req: CreateVersion) -> Version:
         if req.version == LATEST:
@@ -357,7 +347,7 @@ class RegistryService:
             # A deleted namesake's archive may still be queued for deletion: it goes on, so
             # the new version never shows old bytes; `start` cancels it before an upload.
             row = await repo.get_version_by_id(conn, version_id)
-        return repo.to_version(row)
+        return row.contract()
 
     async def update_version(self, req: UpdateVersion) -> Version:
         check_manifest_size(req.manifest)
@@ -367,7 +357,7 @@ class RegistryService:
             manifest = req.manifest
             await repo.update_version(
                 conn,
-                row["id"],
+                row.id,
                 description=req.description,
                 manifest=manifest,
                 size_bytes=_size_bytes(manifest) if manifest is not None else None,
@@ -376,9 +366,9 @@ class RegistryService:
             )
             if manifest is not None and req.kind is Kind.BENTO:
                 await repo.replace_bento_models(
-                    conn, row["id"], req.scope.organization, manifest_models(manifest)
+                    conn, row.id, req.scope.organization, manifest_models(manifest)
                 )
-            return repo.to_version(await repo.get_version_by_id(conn, row["id"]))
+            return (await repo.get_version_by_id(conn, row.id)).contract()
 
     async def list_versions(self, req: ListVersions) -> Page[Version]:
         async with self._pool().acquire() as conn:
@@ -389,9 +379,14 @@ class RegistryService:
                 )
                 if repository is None:
                     raise NotFound(f"{req.kind} repository {req.repository} not found")
-                repository_id = repository["id"]
-            total, rows = await repo.list_versions(conn, req, repository_id=repository_id)
-        items = [repo.to_version(row) for row in rows]
+                repository_id = repository.id
+            total, rows = await repo.list_versions(
+                conn, req, repository_id=repository_id, with_repository=req.include_repository
+            )
+            latest: dict[int, VersionRow] = {}
+            if req.include_repository:
+                latest = await repo.latest_versions(conn, sorted({r.repository_id for r in rows}))
+        items = [_with_latest(row, latest) for row in rows]
         return Page[Version](start=req.start, count=len(items), total=total, items=items)
 
     async def delete_version(self, ref: VersionRef) -> DeleteResult:
@@ -405,9 +400,9 @@ class RegistryService:
                         f"model {tag} is used by bento {', '.join(users)}:"
                         " delete those bentos first"
                     )
-            deletions = _blob_work(row["object_key"], row["upload_id"], "version deleted")
+            deletions = _blob_work(row.object_key, row.upload_id, "version deleted")
             await repo.queue_blob_deletions(conn, deletions)
-            await repo.delete_version(conn, row["id"])
+            await repo.delete_version(conn, row.id)
             await write_event(conn, _deleted(ref.kind, org, ref.repository, ref.version, ref))
         self._after_queue(deletions)
         log.info("registry.version.deleted", kind=ref.kind, tag=tag)
@@ -418,43 +413,53 @@ class RegistryService:
     async def start_upload(self, ref: VersionRef) -> Version:
         async with self._pool().acquire() as conn, conn.transaction():
             row = await self._version_row(conn, ref, for_update=True)
-            await repo.cancel_object_deletion(conn, row["object_key"])
+            await repo.cancel_object_deletion(conn, row.object_key)
             deletions = _abort_work(row, "superseded by a new upload")
             await repo.queue_blob_deletions(conn, deletions)
-            await repo.start_upload(conn, row["id"])
-            result = await repo.get_version_by_id(conn, row["id"])
+            await repo.start_upload(conn, row.id)
+            result = await repo.get_version_by_id(conn, row.id)
         self._after_queue(deletions)
-        return repo.to_version(result)
+        return result.contract()
 
     async def presign_upload(self, ref: VersionRef) -> PresignedUrl:
         # Any state: the client asks for the URL before it starts the upload.
         async with self._pool().acquire() as conn:
             row = await self._version_row(conn, ref)
-        presigned = await self._blobs.presign_put(row["object_key"])
+        presigned = await self._blobs.presign_put(row.object_key)
+        return _presigned(presigned, row)
+
+    async def presign_proxy_upload(self, ref: VersionRef) -> PresignedUrl:
+        """Where the gateway streams a proxied upload: only while one is in progress, so
+        no byte reaches the store for a version whose finish would then refuse it (or,
+        on an uploaded version, keep the replaced bytes)."""
+        async with self._pool().acquire() as conn:
+            row = await self._version_row(conn, ref)
+        _require_uploading(ref, row, hint="send start_upload first")
+        presigned = await self._blobs.presign_put(row.object_key)
         return _presigned(presigned, row)
 
     async def start_multipart(self, ref: VersionRef) -> Version:
         async with self._pool().acquire() as conn:
             row = await self._version_row(conn, ref)
         _require_uploading(ref, row)
-        upload_id = await self._blobs.create_multipart_upload(row["object_key"])
+        upload_id = await self._blobs.create_multipart_upload(row.object_key)
         try:
             async with self._pool().acquire() as conn, conn.transaction():
                 row = await self._version_row(conn, ref, for_update=True)
                 _require_uploading(ref, row)
                 deletions = _abort_work(row, "superseded by a new multipart upload")
                 await repo.queue_blob_deletions(conn, deletions)
-                await repo.set_upload_id(conn, row["id"], upload_id)
-                result = await repo.get_version_by_id(conn, row["id"])
+                await repo.set_upload_id(conn, row.id, upload_id)
+                result = await repo.get_version_by_id(conn, row.id)
         except Exception:
             # Not recorded anywhere: drop it now rather than leave its parts behind.
             try:
-                await self._blobs.abort_multipart_upload(row["object_key"], upload_id)
+                await self._blobs.abort_multipart_upload(row.object_key, upload_id)
             except Exception as exc:  # noqa: BLE001 - the first error is the one to report
                 log.warning("registry.multipart.orphaned", upload_id=upload_id, error=repr(exc))
             raise
         self._after_queue(deletions)
-        return repo.to_version(result)
+        return result.contract()
 
     async def presign_part(self, req: PresignPart) -> PresignedUrl:
         async with self._pool().acquire() as conn:
@@ -462,7 +467,7 @@ class RegistryService:
         _require_uploading(req, row)
         _require_upload_id(req, row, req.upload_id)
         presigned = await self._blobs.presign_upload_part(
-            row["object_key"], req.upload_id, req.part_number
+            row.object_key, req.upload_id, req.part_number
         )
         return _presigned(presigned, row)
 
@@ -476,10 +481,10 @@ class RegistryService:
             _require_uploading(req, row)
             _require_upload_id(req, row, req.upload_id)
             # Assembles what was sent, even a partial list; only finish says success.
-            await self._blobs.complete_multipart_upload(row["object_key"], req.upload_id, parts)
-            await repo.set_upload_id(conn, row["id"], None)
-            result = await repo.get_version_by_id(conn, row["id"])
-        return repo.to_version(result)
+            await self._blobs.complete_multipart_upload(row.object_key, req.upload_id, parts)
+            await repo.set_upload_id(conn, row.id, None)
+            result = await repo.get_version_by_id(conn, row.id)
+        return result.contract()
 
     async def finish_upload(self, req: FinishUpload) -> Version:
         tag = _tag(req.repository, req.version)
@@ -487,12 +492,12 @@ class RegistryService:
         deletions: list[BlobDeletion] = []
         async with self._pool().acquire() as conn, conn.transaction():
             row = await self._version_row(conn, req, for_update=True)
-            status = UploadStatus(row["upload_status"])
+            status = row.upload_status
             if status is UploadStatus.PENDING:
                 raise InvalidInput(f"upload of {req.kind} {tag} was never started")
             if req.status == status.value:
                 # A repeated finish (a retried request) changes nothing and emits nothing.
-                return repo.to_version(row)
+                return row.contract()
             if status is not UploadStatus.UPLOADING:
                 raise InvalidInput(
                     f"no upload of {req.kind} {tag} is in progress (it is {status.value});"
@@ -502,31 +507,34 @@ class RegistryService:
                 size, failure = await self._check_arrival(req, row)
                 if failure is None:
                     await repo.finish_upload(
-                        conn, row["id"], status=UploadStatus.SUCCESS, reason=req.reason
-                    )
-                    await write_event(conn, _pushed(row, size, req.scope.actor))
+                        conn, row.id, status=UploadStatus.SUCCESS, reason=req.reason,
+                        sha256=req.sha256,
+                    )  # fmt: skip
+                    await write_event(conn, _pushed(row, size, req.sha256, req.scope.actor))
             if req.status == "failed" or failure is not None:
                 reason = failure.message if failure is not None else (req.reason or "failed")
                 deletions = _fail_work(row, "upload failed")
                 await repo.queue_blob_deletions(conn, deletions)
-                await repo.finish_upload(conn, row["id"], status=UploadStatus.FAILED, reason=reason)
-            result = await repo.get_version_by_id(conn, row["id"])
+                await repo.finish_upload(conn, row.id, status=UploadStatus.FAILED, reason=reason)
+            result = await repo.get_version_by_id(conn, row.id)
         self._after_queue(deletions)
         if failure is not None:
             raise failure
         log.info("registry.upload.finished", kind=req.kind, tag=tag, status=req.status)
-        return repo.to_version(result)
+        return result.contract()
 
     async def _check_arrival(
-        self, req: FinishUpload, row: asyncpg.Record
+        self, req: FinishUpload, row: VersionRow
     ) -> tuple[int, EkibenError | None]:
         """The archive's size, or why the upload cannot count as a success."""
         what = f"{req.kind} {_tag(req.repository, req.version)}"
-        if row["upload_id"] is not None:
+        if row.upload_id is not None:
             return 0, InvalidInput(f"the multipart upload of {what} was never completed")
-        size = await self._blobs.head(row["object_key"])
+        size = await self._blobs.head(row.object_key)
         if size is None:
             return 0, InvalidInput(f"no archive of {what} arrived in the object store")
+        if size == 0:
+            return 0, InvalidInput(f"the archive of {what} that arrived is empty (0 bytes)")
         if req.expected_size is not None and size != req.expected_size:
             return size, InvalidInput(
                 f"the archive of {what} holds {size} bytes, but {req.expected_size} were sent"
@@ -536,12 +544,11 @@ class RegistryService:
     async def presign_download(self, ref: VersionRef) -> PresignedUrl:
         async with self._pool().acquire() as conn:
             row = await self._resolve(conn, ref)
-        if row["upload_status"] != UploadStatus.SUCCESS.value:
+        if row.upload_status is not UploadStatus.SUCCESS:
             raise NotFound(
-                f"{ref.kind} {_tag(row['repository'], row['version'])} has no uploaded archive"
-                f" (upload {row['upload_status']})"
+                f"{ref.kind} {row.tag} has no uploaded archive (upload {row.upload_status})"
             )
-        presigned = await self._blobs.presign_get(row["object_key"])
+        presigned = await self._blobs.presign_get(row.object_key)
         return _presigned(presigned, row)
 
     # --- housekeeping ----------------------------------------------------------------------
@@ -576,21 +583,29 @@ class RegistryService:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _require_uploading(ref: VersionRef, row: asyncpg.Record) -> None:
-    status = row["upload_status"]
-    if status == UploadStatus.PENDING.value:
+def _with_latest(row: VersionRow, latest: dict[int, VersionRow]) -> Version:
+    """The version's contract; its joined repository also names its latest version."""
+    version = row.contract()
+    if row.repository_row is None:
+        return version
+    repository = row.repository_row.contract(latest=latest.get(row.repository_id))
+    return version.model_copy(update={"repository_detail": repository})
+
+
+def _require_uploading(ref: VersionRef, row: VersionRow, *, hint: str = "") -> None:
+    """The upload state machine's one gate: a transfer needs an upload in progress."""
+    status, what = row.upload_status, f"{ref.kind} {_tag(ref.repository, ref.version)}"
+    if status is UploadStatus.PENDING:
+        raise InvalidInput(f"upload of {what} was never started" + (f": {hint}" if hint else ""))
+    if status is not UploadStatus.UPLOADING:
         raise InvalidInput(
-            f"upload of {ref.kind} {_tag(ref.repository, ref.version)} was never started"
-        )
-    if status != UploadStatus.UPLOADING.value:
-        raise InvalidInput(
-            f"no upload of {ref.kind} {_tag(ref.repository, ref.version)} is in progress"
-            f" (it is {status}); start a new one"
+            f"no upload of {what} is in progress (it is {status.value});"
+            + (f" {hint}" if hint else " start a new one")
         )
 
 
-def _require_upload_id(ref: VersionRef, row: asyncpg.Record, upload_id: str) -> None:
-    if row["upload_id"] != upload_id:
+def _require_upload_id(ref: VersionRef, row: VersionRow, upload_id: str) -> None:
+    if row.upload_id != upload_id:
         raise InvalidInput(
             f"upload id {upload_id} is not the open multipart upload of"
             f" {ref.kind} {_tag(ref.repository, ref.version)}"
@@ -605,41 +620,40 @@ def _blob_work(object_key: str, upload_id: str | None, reason: str) -> list[Blob
     return work
 
 
-def _fail_work(row: asyncpg.Record, reason: str) -> list[BlobDeletion]:
-    return _blob_work(row["object_key"], row["upload_id"], reason)
+def _fail_work(row: VersionRow, reason: str) -> list[BlobDeletion]:
+    return _blob_work(row.object_key, row.upload_id, reason)
 
 
-def _abort_work(row: asyncpg.Record, reason: str) -> list[BlobDeletion]:
-    if row["upload_id"] is None:
+def _abort_work(row: VersionRow, reason: str) -> list[BlobDeletion]:
+    if row.upload_id is None:
         return []
-    return [BlobDeletion(object_key=row["object_key"], upload_id=row["upload_id"], reason=reason)]
+    return [BlobDeletion(object_key=row.object_key, upload_id=row.upload_id, reason=reason)]
 
 
-def _presigned(presigned: Presigned, row: asyncpg.Record) -> PresignedUrl:
-    return PresignedUrl(
-        url=presigned.url, expires_at=presigned.expires_at, version=repo.to_version(row)
-    )
+def _presigned(presigned: Presigned, row: VersionRow) -> PresignedUrl:
+    return PresignedUrl(url=presigned.url, expires_at=presigned.expires_at, version=row.contract())
 
 
-def _pushed(row: asyncpg.Record, size: int, actor: str | None) -> Event:
-    kind = Kind(row["kind"])
-    org, name, version = row["organization"], row["repository"], row["version"]
+def _pushed(row: VersionRow, size: int, sha256: str | None, actor: str | None) -> Event:
+    kind = row.kind
+    org, name, version = row.organization, row.repository, row.version
     fields: dict[str, Any] = {
         "artifact": ArtifactRef(organization=org, name=name, version=version),
         "size_bytes": size,
-        "object_key": row["object_key"],
-        "bentoml_version": row["bentoml_version"],
-        "labels": dict(row["labels"] or {}),
+        "sha256": sha256,
+        "object_key": row.object_key,
+        "bentoml_version": row.bentoml_version,
+        "labels": dict(row.labels or {}),
         "pushed_by": actor,
     }
     subject = _event_subject(kind, org, name, version)
     if kind is Kind.MODEL:
         return ModelPushed(source=SOURCE, subject=subject, data=ArtifactPushedData(**fields))
     models = []
-    for tag in row["models"] or []:
+    for tag in row.models or []:
         model, model_version = tag.split(":", 1)
         models.append(ArtifactRef(organization=org, name=model, version=model_version))
-    data = BentoPushedData(**fields, services=manifest_services(row["manifest"]), models=models)
+    data = BentoPushedData(**fields, services=manifest_services(row.manifest), models=models)
     return BentoPushed(source=SOURCE, subject=subject, data=data)
 
 

@@ -1,7 +1,9 @@
 """Typed request/reply over NATS for commands that need an answer.
 
-A command goes to `ekiben.rpc.<service>.<command>`; the owning service's replicas share a
-queue group, so exactly one answers. The reply is `{"ok": true, "result": ...}` or
+A command (`shared.contracts.command.Command`: service, name, request and reply models)
+goes to `ekiben.rpc.<service>.<name>`; the owning service's replicas share a queue group,
+so exactly one answers. Server and client take the same `Command` object, so a handler or
+a call that does not fit the contract is a type error. The reply is `{"ok": true, "result": ...}` or
 `{"ok": false, "error": {"code", "message"}}`, and the caller gets the result model or the
 same `EkibenError` subclass the responder raised: errors cross the wire intact.
 
@@ -32,13 +34,12 @@ from opentelemetry import propagate, trace
 from prometheus_client import Histogram
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shared.contracts.command import Command
 from shared.errors import EkibenError, InvalidInput, TooLarge, Unavailable, error_from_dict
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
-
-RPC_PREFIX = "ekiben.rpc"
 
 RPC_DURATION = Histogram(
     "ekiben_rpc_handled_seconds",
@@ -50,10 +51,6 @@ RPC_DURATION = Histogram(
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
 Handler = Callable[[Any], Awaitable[BaseModel]]
-
-
-def rpc_subject(service: str, command: str) -> str:
-    return f"{RPC_PREFIX}.{service}.{command}"
 
 
 def invalid_input(exc: ValidationError) -> InvalidInput:
@@ -69,10 +66,8 @@ def invalid_input(exc: ValidationError) -> InvalidInput:
 
 
 @dataclass(frozen=True)
-class _Command:
-    service: str
-    command: str
-    request_model: type[BaseModel]
+class _Responder:
+    command: Command[Any, Any]
     handler: Handler
 
 
@@ -84,37 +79,33 @@ class RpcServer:
     """
 
     def __init__(self, *, concurrency: int = 64) -> None:
-        self._commands: list[_Command] = []
+        self._responders: dict[str, _Responder] = {}
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
 
-    def add(
-        self,
-        *,
-        service: str,
-        command: str,
-        request_model: type[Req],
-        handler: Callable[[Req], Awaitable[BaseModel]],
-    ) -> None:
-        self._commands.append(_Command(service, command, request_model, handler))
+    def add(self, command: Command[Req, Res], handler: Callable[[Req], Awaitable[Res]]) -> None:
+        """Answer `command` with `handler` (one handler per command)."""
+        if command.subject in self._responders:
+            raise ValueError(f"{command} has a responder already")
+        self._responders[command.subject] = _Responder(command, handler)
 
     @property
-    def commands(self) -> list[str]:
-        return [rpc_subject(c.service, c.command) for c in self._commands]
+    def commands(self) -> list[Command[Any, Any]]:
+        return [r.command for r in self._responders.values()]
 
     async def start(self, nc: Client) -> None:
-        for spec in self._commands:
+        for spec in self._responders.values():
 
-            async def on_message(msg: Msg, spec: _Command = spec) -> None:
+            async def on_message(msg: Msg, spec: _Responder = spec) -> None:
                 await self._slots.acquire()
                 task = asyncio.create_task(self._answer(spec, msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 
             subscription = await nc.subscribe(
-                rpc_subject(spec.service, spec.command),
-                queue=f"ekiben-{spec.service}",
+                spec.command.subject,
+                queue=f"ekiben-{spec.command.service}",
                 cb=on_message,
             )
             self._subscriptions.append(subscription)
@@ -132,23 +123,24 @@ class RpcServer:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
 
-    async def _answer(self, spec: _Command, msg: Msg) -> None:
+    async def _answer(self, spec: _Responder, msg: Msg) -> None:
         start = time.perf_counter()
+        command = spec.command
         parent = propagate.extract(msg.headers or {})
         with tracer.start_as_current_span(
-            f"rpc {spec.service}.{spec.command}", context=parent, kind=trace.SpanKind.SERVER
+            f"rpc {command}", context=parent, kind=trace.SpanKind.SERVER
         ):
             outcome, body = await self._run(spec, msg.data)
-        RPC_DURATION.labels(spec.service, spec.command, outcome).observe(
+        RPC_DURATION.labels(command.service, command.name, outcome).observe(
             time.perf_counter() - start
         )
         with contextlib.suppress(Exception):  # the caller may have given up and gone
             await msg.respond(body)
 
-    async def _run(self, spec: _Command, data: bytes) -> tuple[str, bytes]:
+    async def _run(self, spec: _Responder, data: bytes) -> tuple[str, bytes]:
         """The outcome ("ok" or the error code) and the reply's bytes."""
         try:
-            request = spec.request_model.model_validate_json(data)
+            request = spec.command.request.model_validate_json(data)
         except ValidationError as exc:
             return _error(invalid_input(exc))
         try:
@@ -156,7 +148,7 @@ class RpcServer:
         except EkibenError as exc:
             return _error(exc)
         except Exception:  # an unexpected fault must still answer the caller
-            log.exception("bus.rpc.failed", command=f"{spec.service}.{spec.command}")
+            log.exception("bus.rpc.failed", command=str(spec.command))
             return _error(EkibenError("internal error"))
         # The result straight to JSON bytes: no dict in between.
         return "ok", b'{"ok":true,"result":' + result.model_dump_json().encode() + b"}"
@@ -186,32 +178,31 @@ class RpcClient:
 
     async def call(
         self,
-        service: str,
-        command: str,
-        request: BaseModel,
-        response_model: type[Res],
+        command: Command[Req, Res],
+        request: Req,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a per-call bound on the NATS request
     ) -> Res:
         headers: dict[str, str] = {}
         propagate.inject(headers)
+        service = command.service
         try:
             reply = await self._connection().request(
-                rpc_subject(service, command),
+                command.subject,
                 request.model_dump_json().encode(),
                 timeout=timeout or self._timeout,
                 headers=headers or None,
             )
         except (NoRespondersError, NatsTimeoutError, TimeoutError) as exc:
-            raise Unavailable(f"{service} did not answer {command}") from exc
+            raise Unavailable(f"{service} did not answer {command.name}") from exc
         except MaxPayloadError as exc:
-            raise TooLarge(f"{command}: the request is larger than the bus accepts") from exc
+            raise TooLarge(f"{command.name}: the request is larger than the bus accepts") from exc
         try:
-            body: _Reply[Res] = _reply_adapter(response_model).validate_json(reply.data)
+            body: _Reply[Res] = _reply_adapter(command.response).validate_json(reply.data)
         except ValidationError as exc:
-            raise EkibenError(f"{service}.{command}: malformed reply") from exc
+            raise EkibenError(f"{command}: malformed reply") from exc
         if not body.ok:
             raise error_from_dict(body.error or {})
         if body.result is None:
-            raise EkibenError(f"{service}.{command}: malformed reply")
+            raise EkibenError(f"{command}: malformed reply")
         return body.result

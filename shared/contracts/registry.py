@@ -17,6 +17,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.contracts.command import Command
+
 SERVICE = "registry"
 
 TAG_PART = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
@@ -97,6 +99,8 @@ class Version(_Model):
     upload_finished_at: datetime | None
     upload_finished_reason: str
     upload_id: str | None = None
+    # Of the stored archive, when the uploader computed it (proxied uploads).
+    sha256: str | None = None
     # Models referenced by a bento's manifest, as "name:version".
     models: list[str] = Field(default_factory=list)
     # The repository it belongs to, when asked for (`GetVersion.include_repository`).
@@ -175,6 +179,8 @@ class ListRepositories(ListFilter):
 
 class ListVersions(ListFilter):
     repository: TagPart | None = None  # None: across every repository of the kind
+    # Each item also carries its repository (with that repository's latest version).
+    include_repository: bool = False
 
 
 class CreateVersion(VersionRef):
@@ -208,8 +214,9 @@ class CompleteMultipart(VersionRef):
 class FinishUpload(VersionRef):
     status: Literal["success", "failed"]
     reason: str = Field(default="", max_length=4096)
-    # Set by the gateway after a proxied upload: the byte count it streamed.
+    # Set by the gateway after a proxied upload: the byte count it streamed and their hash.
     expected_size: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class PresignedUrl(_Model):
@@ -225,23 +232,44 @@ class DeleteResult(_Model):
 Repository.model_rebuild()
 Version.model_rebuild()
 
-# Command names (`ekiben.rpc.registry.<command>`) and their request and response models.
-COMMANDS: dict[str, tuple[type[BaseModel], type[BaseModel] | Any]] = {
-    "repository.get": (RepositoryRef, Repository),
-    "repository.create": (CreateRepository, Repository),
-    "repository.update": (UpdateRepository, Repository),
-    "repository.list": (ListRepositories, Page[Repository]),
-    "repository.delete": (RepositoryRef, DeleteResult),
-    "version.get": (GetVersion, Version),
-    "version.create": (CreateVersion, Version),
-    "version.update": (UpdateVersion, Version),
-    "version.list": (ListVersions, Page[Version]),
-    "version.delete": (VersionRef, DeleteResult),
-    "upload.start": (VersionRef, Version),
-    "upload.presign": (VersionRef, PresignedUrl),
-    "upload.multipart.start": (VersionRef, Version),
-    "upload.multipart.presign_part": (PresignPart, PresignedUrl),
-    "upload.multipart.complete": (CompleteMultipart, Version),
-    "upload.finish": (FinishUpload, Version),
-    "download.presign": (VersionRef, PresignedUrl),
-}
+# The commands the registry answers (`ekiben.rpc.registry.<name>`).
+GET_REPOSITORY = Command(SERVICE, "repository.get", RepositoryRef, Repository)
+CREATE_REPOSITORY = Command(SERVICE, "repository.create", CreateRepository, Repository)
+UPDATE_REPOSITORY = Command(SERVICE, "repository.update", UpdateRepository, Repository)
+LIST_REPOSITORIES = Command(SERVICE, "repository.list", ListRepositories, Page[Repository])
+DELETE_REPOSITORY = Command(SERVICE, "repository.delete", RepositoryRef, DeleteResult)
+GET_VERSION = Command(SERVICE, "version.get", GetVersion, Version)
+CREATE_VERSION = Command(SERVICE, "version.create", CreateVersion, Version)
+UPDATE_VERSION = Command(SERVICE, "version.update", UpdateVersion, Version)
+LIST_VERSIONS = Command(SERVICE, "version.list", ListVersions, Page[Version])
+DELETE_VERSION = Command(SERVICE, "version.delete", VersionRef, DeleteResult)
+START_UPLOAD = Command(SERVICE, "upload.start", VersionRef, Version)
+PRESIGN_UPLOAD = Command(SERVICE, "upload.presign", VersionRef, PresignedUrl)
+# A URL for the gateway to stream a proxied upload to: only while an upload is in progress.
+PRESIGN_PROXY_UPLOAD = Command(SERVICE, "upload.presign_proxy", VersionRef, PresignedUrl)
+START_MULTIPART = Command(SERVICE, "upload.multipart.start", VersionRef, Version)
+PRESIGN_PART = Command(SERVICE, "upload.multipart.presign_part", PresignPart, PresignedUrl)
+COMPLETE_MULTIPART = Command(SERVICE, "upload.multipart.complete", CompleteMultipart, Version)
+FINISH_UPLOAD = Command(SERVICE, "upload.finish", FinishUpload, Version)
+PRESIGN_DOWNLOAD = Command(SERVICE, "download.presign", VersionRef, PresignedUrl)
+
+COMMANDS: tuple[Command[Any, Any], ...] = (
+    GET_REPOSITORY,
+    CREATE_REPOSITORY,
+    UPDATE_REPOSITORY,
+    LIST_REPOSITORIES,
+    DELETE_REPOSITORY,
+    GET_VERSION,
+    CREATE_VERSION,
+    UPDATE_VERSION,
+    LIST_VERSIONS,
+    DELETE_VERSION,
+    START_UPLOAD,
+    PRESIGN_UPLOAD,
+    PRESIGN_PROXY_UPLOAD,
+    START_MULTIPART,
+    PRESIGN_PART,
+    COMPLETE_MULTIPART,
+    FINISH_UPLOAD,
+    PRESIGN_DOWNLOAD,
+)

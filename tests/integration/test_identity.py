@@ -26,9 +26,10 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from services.gateway import identity
 from services.gateway.app import MIGRATIONS, create_app
-from services.gateway.auth import TokenCache
+from services.gateway.identity import models
+from services.gateway.identity import service as identity
+from services.gateway.identity.auth import TokenCache
 from services.gateway.settings import GatewaySettings
 from shared.db import Pool, create_pool
 from shared.service import BackendRuntime, migrate
@@ -119,7 +120,7 @@ async def test_first_start_creates_an_admin_and_a_private_token_file_once(
 ) -> None:
     assert stat.S_IMODE(gateway.token_file.stat().st_mode) == 0o600
     assert gateway.admin_token.startswith("ekb_")
-    assert len(gateway.admin_token) == identity.TOKEN_LENGTH
+    assert len(gateway.admin_token) == models.TOKEN_LENGTH
     rows = await gateway.pool.fetch(
         """SELECT o.name AS org, u.name AS user, m.role FROM members m
            JOIN users u ON u.id = m.user_id JOIN organizations o ON o.id = m.organization_id"""
@@ -250,9 +251,9 @@ async def test_a_token_acts_only_in_its_own_organization(gateway: Gateway) -> No
             " description, created_at, updated_at"
         )
         assert row is not None
-        acme = identity.Organization(**dict(row))
+        acme = models.Organization(**dict(row))
         await conn.execute("INSERT INTO users (name) VALUES ('wile')")
-        member = await identity.add_members(conn, acme, ["wile"], identity.Role.ADMIN)
+        member = await identity.add_members(conn, acme, ["wile"], models.Role.ADMIN)
         other = await identity.issue_token(conn, organization=acme, user=member[0].user, name="x")
 
     for headers, params in (
@@ -374,7 +375,7 @@ async def test_a_token_secret_is_shown_once_and_stored_only_as_a_hash(gateway: G
     )
     secret = created["token"]
     assert secret.startswith("ekb_")
-    assert len(secret) == identity.TOKEN_LENGTH
+    assert len(secret) == models.TOKEN_LENGTH
     assert aware(created["expired_at"]) == expiry.replace(tzinfo=UTC)
     assert created["token_prefix"] == secret[:10]
     assert created["scopes"] == ["api"]

@@ -63,6 +63,7 @@ from shared.settings import NatsSettings, PostgresSettings, S3Settings
 from tests.fixtures.manifests import bento_manifest, model_manifest
 
 ORG = "default"
+COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
 SCOPE = Scope(organization=ORG, actor="alice")
 MiB = 1024 * 1024
 
@@ -74,9 +75,8 @@ class Registry:
     nats_url: str
 
     async def call(self, command: str, request: BaseModel) -> Any:
-        """The command over NATS, answered with its contract's response model."""
-        _, response_model = COMMANDS[command]
-        return await self.runtime.rpc.call("registry", command, request, response_model)
+        """The command of that name over NATS, answered with its contract's reply model."""
+        return await self.runtime.rpc.call(COMMANDS_BY_NAME[command], request)
 
     @property
     def service(self) -> RegistryService:
@@ -1164,7 +1164,7 @@ async def test_reads_stay_fast_with_10000_versions(registry: Registry) -> None:
         await repo.list_versions(db, list_versions(sort="size"), repository_id=repository_id)
         await repo.list_versions(db, list_versions(descending=False), repository_id=repository_id)
         _, rows = await repo.list_repositories(db, ListRepositories(scope=SCOPE, kind=Kind.BENTO))
-        await repo.latest_versions(db, [row["id"] for row in rows])
+        await repo.latest_versions(db, [row.id for row in rows])
         for sql, args in recorder.queries:
             if sql.lstrip().startswith("SELECT count(*)"):
                 continue

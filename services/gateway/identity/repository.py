@@ -1,5 +1,10 @@
-"""The gateway's SQL: the event log, identity (organizations, users, members, API tokens)
-and the audit log. Nothing else in the gateway writes SQL."""
+"""Identity's SQL: organizations, users, members and API tokens, and the rows' mappers.
+
+Queries return identity's values (`models`), never driver records. Rows come back with
+prefixed column names (`user_name`, `org_uid`, ...) so one mapper reads a user or an
+organization out of any query that joins them. A duplicate insert answers None instead of
+raising the driver's error, so the logic above decides what it means.
+"""
 
 # The f-strings below only splice in this module's constant column lists and WHERE
 # fragments; every value travels as a bind parameter.
@@ -7,49 +12,15 @@ and the audit log. Nothing else in the gateway writes SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
+from services.gateway.identity.models import ApiToken, Member, Organization, Role, User
 from shared.db import Connection, Pool
-from shared.events import AnyEvent
 
-
-async def record_event(conn: Connection, event: AnyEvent, stream_seq: int) -> bool:
-    """Store `event` once; False when it was already there (a redelivery)."""
-    inserted = await conn.fetchval(
-        """INSERT INTO event_log (event_id, event_type, source, subject, occurred_at,
-                                  stream_seq, payload)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (event_id) DO NOTHING RETURNING true""",
-        event.id,
-        event.type,
-        event.source,
-        event.subject,
-        event.time,
-        stream_seq,
-        event.model_dump(mode="json"),
-    )
-    return bool(inserted)
-
-
-async def recent_events(
-    conn: Connection | Pool,
-    *,
-    limit: int = 50,
-    event_type: str | None = None,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        """SELECT payload FROM event_log
-           WHERE ($2::text IS NULL OR event_type = $2)
-           ORDER BY stream_seq DESC LIMIT $1""",
-        limit,
-        event_type,
-    )
-    return [row["payload"] for row in rows]
-
+Row = asyncpg.Record
 
 # --- identity --------------------------------------------------------------------------------
 # Rows come back with prefixed column names (`user_name`, `org_uid`, ...) so one mapper in
@@ -74,8 +45,6 @@ _MEMBER = f"""m.role, m.created_at, m.updated_at, {_USER}, {_ORG}
               JOIN users u ON u.id = m.user_id
               JOIN organizations o ON o.id = m.organization_id"""
 
-Row = asyncpg.Record
-
 
 async def lock_identity(conn: Connection) -> None:
     """Serialise bootstrap-like changes across replicas until the transaction ends."""
@@ -86,37 +55,55 @@ async def has_users(conn: Connection | Pool) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)"))
 
 
-async def insert_organization(conn: Connection, name: str, description: str) -> Row:
+async def insert_organization(conn: Connection, name: str, description: str) -> Organization:
     row: Row | None = await conn.fetchrow(
         f"INSERT INTO organizations AS o (name, description) VALUES ($1, $2) RETURNING {_ORG}",
         name,
         description,
     )
     assert row is not None
-    return row
+    return _organization(row)
 
 
-async def organizations(conn: Connection | Pool) -> list[Row]:
-    return await conn.fetch(f"SELECT {_ORG} FROM organizations o ORDER BY o.id")
+async def organizations(conn: Connection | Pool) -> list[Organization]:
+    rows = await conn.fetch(f"SELECT {_ORG} FROM organizations o ORDER BY o.id")
+    return [_organization(row) for row in rows]
 
 
 async def insert_user(
     conn: Connection, name: str, email: str, first_name: str, last_name: str
-) -> Row:
-    row: Row | None = await conn.fetchrow(
-        f"""INSERT INTO users AS u (name, email, first_name, last_name) VALUES ($1, $2, $3, $4)
-            RETURNING {_USER}""",
-        name,
-        email,
-        first_name,
-        last_name,
-    )
+) -> User | None:
+    """The new user, or None when the name or the email is taken (see `taken_by`)."""
+    try:
+        # A savepoint, so a duplicate leaves the caller's transaction usable.
+        async with conn.transaction():
+            row: Row | None = await conn.fetchrow(
+                f"""INSERT INTO users AS u (name, email, first_name, last_name)
+                    VALUES ($1, $2, $3, $4) RETURNING {_USER}""",
+                name,
+                email,
+                first_name,
+                last_name,
+            )
+    except asyncpg.UniqueViolationError:
+        return None
     assert row is not None
-    return row
+    return _user(row)
 
 
-async def users_by_name(conn: Connection | Pool, names: Sequence[str]) -> list[Row]:
-    return await conn.fetch(f"SELECT {_USER} FROM users u WHERE u.name = ANY($1::text[])", names)
+async def email_taken(conn: Connection | Pool, email: str) -> bool:
+    return bool(
+        email
+        and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE email <> '' AND lower(email) = lower($1))",
+            email,
+        )
+    )
+
+
+async def users_by_name(conn: Connection | Pool, names: Sequence[str]) -> list[User]:
+    rows = await conn.fetch(f"SELECT {_USER} FROM users u WHERE u.name = ANY($1::text[])", names)
+    return [_user(row) for row in rows]
 
 
 async def upsert_member(conn: Connection, organization_id: int, user_id: int, role: str) -> None:
@@ -147,7 +134,7 @@ async def members(
     count: int | None = None,
     search: str | None = None,
     names: Sequence[str] | None = None,
-) -> tuple[int, list[Row]]:
+) -> tuple[int, list[Member]]:
     """The organization's members (oldest first) and how many match in all."""
     where = """m.organization_id = $1
                AND ($2::text IS NULL OR strpos(u.name, $2) > 0 OR strpos(lower(u.email), $2) > 0)
@@ -167,15 +154,16 @@ async def members(
         start,
         count,
     )
-    return total, rows
+    return total, [_member(row) for row in rows]
 
 
-async def first_admin(conn: Connection | Pool, organization_id: int) -> Row | None:
-    return await conn.fetchrow(
+async def first_admin(conn: Connection | Pool, organization_id: int) -> Member | None:
+    row = await conn.fetchrow(
         f"""SELECT {_MEMBER} WHERE m.organization_id = $1 AND m.role = 'admin'
             ORDER BY u.id LIMIT 1""",
         organization_id,
     )
+    return _member(row) if row is not None else None
 
 
 async def insert_token(
@@ -189,37 +177,51 @@ async def insert_token(
     token_prefix: str,
     scopes: Sequence[str],
     expired_at: datetime | None,
-) -> int:
-    token_id: int = await conn.fetchval(
-        """INSERT INTO api_tokens (organization_id, user_id, name, description, token_hash,
-                                   token_prefix, scopes, expired_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-        organization_id,
-        user_id,
-        name,
-        description,
-        token_hash,
-        token_prefix,
-        list(scopes),
-        expired_at,
-    )
+) -> int | None:
+    """The new token's id, or None when the user has a live token of that name."""
+    try:
+        # A savepoint, so a duplicate name leaves the caller's transaction usable.
+        async with conn.transaction():
+            token_id: int = await conn.fetchval(
+                """INSERT INTO api_tokens (organization_id, user_id, name, description,
+                                           token_hash, token_prefix, scopes, expired_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+                organization_id,
+                user_id,
+                name,
+                description,
+                token_hash,
+                token_prefix,
+                list(scopes),
+                expired_at,
+            )
+    except asyncpg.UniqueViolationError:
+        return None
     return token_id
 
 
-async def token_by_id(conn: Connection | Pool, token_id: int) -> Row | None:
-    return await conn.fetchrow(f"SELECT {_TOKEN} WHERE t.id = $1", token_id)
+def _token_or_none(row: Row | None) -> ApiToken | None:
+    return _token(row) if row is not None else None
 
 
-async def token_by_hash(conn: Connection | Pool, token_hash: bytes) -> Row | None:
-    return await conn.fetchrow(f"SELECT {_TOKEN} WHERE t.token_hash = $1", token_hash)
+async def token_by_id(conn: Connection | Pool, token_id: int) -> ApiToken | None:
+    return _token_or_none(await conn.fetchrow(f"SELECT {_TOKEN} WHERE t.id = $1", token_id))
 
 
-async def live_token_by_uid(conn: Connection | Pool, organization_id: int, uid: str) -> Row | None:
-    return await conn.fetchrow(
+async def token_by_hash(conn: Connection | Pool, token_hash: bytes) -> ApiToken | None:
+    row = await conn.fetchrow(f"SELECT {_TOKEN} WHERE t.token_hash = $1", token_hash)
+    return _token_or_none(row)
+
+
+async def live_token_by_uid(
+    conn: Connection | Pool, organization_id: int, uid: str
+) -> ApiToken | None:
+    row = await conn.fetchrow(
         f"SELECT {_TOKEN} WHERE t.organization_id = $1 AND t.uid = $2 AND t.revoked_at IS NULL",
         organization_id,
         uid,
     )
+    return _token_or_none(row)
 
 
 async def live_tokens(
@@ -230,7 +232,7 @@ async def live_tokens(
     start: int,
     count: int,
     search: str | None,
-) -> tuple[int, list[Row]]:
+) -> tuple[int, list[ApiToken]]:
     """A user's unrevoked tokens in an organization, newest first, and how many match."""
     where = """t.organization_id = $1 AND t.user_id = $2 AND t.revoked_at IS NULL
                AND ($3::text IS NULL OR strpos(lower(t.name), $3) > 0)"""
@@ -249,7 +251,7 @@ async def live_tokens(
         start,
         count,
     )
-    return total, rows
+    return total, [_token(row) for row in rows]
 
 
 async def revoke_token(conn: Connection, token_id: int) -> bool:
@@ -278,64 +280,55 @@ async def touch_token(conn: Connection | Pool, token_id: int, min_interval_secon
     return bool(touched)
 
 
-# --- audit -----------------------------------------------------------------------------------
-
-
-async def insert_audit(
-    conn: Connection | Pool,
-    *,
-    organization_id: int | None,
-    actor_user_id: int | None,
-    actor_name: str,
-    token_uid: str | None,
-    token_name: str | None,
-    request_id: str | None,
-    action: str,
-    resource_type: str,
-    resource: str,
-    details: Mapping[str, Any],
-) -> int:
-    audit_id: int = await conn.fetchval(
-        """INSERT INTO audit_log (organization_id, actor_user_id, actor_name, token_uid,
-                                  token_name, request_id, action, resource_type, resource, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-        organization_id,
-        actor_user_id,
-        actor_name,
-        token_uid,
-        token_name,
-        request_id,
-        action,
-        resource_type,
-        resource,
-        dict(details),
+def _organization(row: Row) -> Organization:
+    return Organization(
+        id=row["org_id"],
+        uid=row["org_uid"],
+        name=row["org_name"],
+        description=row["org_description"],
+        created_at=row["org_created_at"],
+        updated_at=row["org_updated_at"],
     )
-    return audit_id
 
 
-async def audit_records(
-    conn: Connection | Pool,
-    organization_id: int,
-    *,
-    start: int,
-    count: int,
-    action: str | None,
-) -> tuple[int, list[Row]]:
-    """An organization's audit records, newest first, and how many match in all."""
-    where = "a.organization_id = $1 AND ($2::text IS NULL OR a.action = $2)"
-    total: int = await conn.fetchval(
-        f"SELECT count(*) FROM audit_log a WHERE {where}",
-        organization_id,
-        action,
+def _user(row: Row) -> User:
+    return User(
+        id=row["user_id"],
+        uid=row["user_uid"],
+        name=row["user_name"],
+        email=row["user_email"],
+        first_name=row["user_first_name"],
+        last_name=row["user_last_name"],
+        created_at=row["user_created_at"],
+        updated_at=row["user_updated_at"],
     )
-    rows = await conn.fetch(
-        f"""SELECT a.id, a.at, a.actor_name, a.token_uid, a.token_name, a.request_id, a.action,
-                   a.resource_type, a.resource, a.details, o.name AS org_name
-            FROM audit_log a LEFT JOIN organizations o ON o.id = a.organization_id
-            WHERE {where} ORDER BY a.id DESC OFFSET $3 LIMIT $4""",
-        organization_id,
-        action,
-        start,
-        count,
+
+
+def _member(row: Row) -> Member:
+    return Member(
+        user=_user(row),
+        organization=_organization(row),
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
-    return total, rows
+
+
+def _token(row: Row) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        uid=row["uid"],
+        name=row["name"],
+        description=row["description"],
+        prefix=row["token_prefix"],
+        scopes=tuple(row["scopes"]),
+        user=_user(row),
+        organization=_organization(row),
+        role=Role(row["role"]) if row["role"] else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        expired_at=row["expired_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+        is_expired=row["is_expired"],
+    )

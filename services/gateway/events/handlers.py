@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.gateway import repository
+from services.gateway.events import repository
 from shared.bus import Delivery
 from shared.events import AnyEvent
 from shared.logging import get_logger

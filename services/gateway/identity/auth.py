@@ -38,8 +38,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from services.gateway import identity
-from services.gateway.identity import FULL_ACCESS_SCOPE, Organization, Role, User
+from services.gateway.identity import service as identity
+from services.gateway.identity.models import FULL_ACCESS_SCOPE, ApiToken, Organization, Role, User
 from services.gateway.schemas import rfc3339
 from shared.db import Pool
 from shared.errors import Forbidden, Unauthorized
@@ -73,9 +73,9 @@ class TokenCache:
     def __init__(self, ttl: float = TOKEN_CACHE_SECONDS, size: int = 4096) -> None:
         self._ttl = ttl
         self._size = size
-        self._entries: OrderedDict[bytes, tuple[float, identity.ApiToken]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, ApiToken]] = OrderedDict()
 
-    def get(self, key: bytes) -> identity.ApiToken | None:
+    def get(self, key: bytes) -> ApiToken | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -85,7 +85,7 @@ class TokenCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: bytes, token: identity.ApiToken) -> None:
+    def put(self, key: bytes, token: ApiToken) -> None:
         self._entries[key] = (time.monotonic() + self._ttl, token)
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
@@ -103,7 +103,7 @@ def token_cache(request: Request) -> TokenCache:
     return cache
 
 
-async def _verified_token(request: Request, pool: Pool, secret: str) -> identity.ApiToken | None:
+async def _verified_token(request: Request, pool: Pool, secret: str) -> ApiToken | None:
     """The token behind `secret`, from the cache when it was read moments ago."""
     if not identity.looks_like_token(secret):
         return None

@@ -21,12 +21,12 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway import identity
-from services.gateway.audit import audit
-from services.gateway.auth import (
+from services.gateway.audit.service import audit
+from services.gateway.identity import service as identity
+from services.gateway.identity.auth import (
     AdminPrincipal,
     CurrentPrincipal,
     Database,
@@ -35,31 +35,32 @@ from services.gateway.auth import (
     has_role,
     token_cache,
 )
-from services.gateway.identity import FULL_ACCESS_SCOPE, ApiToken, IssuedToken, Role, User
-from services.gateway.schemas import (
+from services.gateway.identity.models import (
+    FULL_ACCESS_SCOPE,
+    ApiToken,
+    IssuedToken,
+    Role,
+    User,
+)
+from services.gateway.identity.schemas import (
     ApiTokenSchema,
     ApiTokenWithSecretSchema,
-    AuditRecordSchema,
-    ListSchema,
     MemberSchema,
     OrganizationSchema,
-    Page,
     UserSchema,
     VersionSchema,
     api_token_schema,
-    audit_record_schema,
     issued_token_schema,
-    list_schema,
     member_schema,
     organization_schema,
-    page_params,
     user_schema,
 )
+from services.gateway.schemas import ListSchema, Page, list_schema, paging
 from shared.db import Connection, Pool
 from shared.errors import Forbidden, NotFound
 
 router = APIRouter()
-Paging = Annotated[Page, Depends(page_params)]
+Paging = Annotated[Page, Depends(paging())]
 
 
 class _Body(BaseModel):
@@ -294,22 +295,3 @@ async def create_api_token_for_user(
         member = await identity.member(conn, principal.org, name)
         issued = await _issue(request, principal, conn, member.user, body)
     return issued_token_schema(issued.token, issued.secret)
-
-
-# --- audit -----------------------------------------------------------------------------------
-
-
-@router.get("/api/ekiben/v1/audit", tags=["audit"])
-async def list_audit_records(
-    principal: AdminPrincipal,
-    db: Database,
-    page: Paging,
-    action: Annotated[str, Query(description="Only records of this action.")] = "",
-) -> ListSchema[AuditRecordSchema]:
-    """The organization's audit records, newest first."""
-    total, records = await identity.audit_records(
-        db, principal.org, start=page.start, count=page.count, action=action.strip() or None
-    )
-    return list_schema(
-        [audit_record_schema(r) for r in records], start=page.start, count=page.count, total=total
-    )

@@ -15,14 +15,17 @@ from pathlib import Path
 
 import asyncpg
 
-from services.gateway import identity, repository
+from services.gateway.audit import service as audit
+from services.gateway.identity import repository
+from services.gateway.identity import service as identity
+from services.gateway.identity.models import SYSTEM_CLI
 from services.gateway.settings import GatewaySettings
 from shared.db import apply_migrations, create_pool
 from shared.db.migrations import migrations_for
 
 # The same folder as `app.MIGRATIONS`, named here so that a command does not import the
 # service's runtime (the bus, tracing), which would cost seconds at every run.
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parents[1] / "migrations"
 
 
 async def create_admin_token(
@@ -61,10 +64,10 @@ async def create_admin_token(
                 expired_at=expired_at,
             )
             token = issued.token
-            await identity.record(
+            await audit.record(
                 conn,
                 organization=admin.organization,
-                actor_name=identity.SYSTEM_CLI,
+                actor_name=SYSTEM_CLI,
                 action="api_token.created",
                 resource_type="api_token",
                 resource=token.name,

@@ -1,0 +1,1 @@
+"""Bentos and models: the Yatai-compatible API the bentoml client speaks, over the registry."""

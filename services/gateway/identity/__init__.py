@@ -1,0 +1,1 @@
+"""Identity: organizations, users, members and roles, API tokens, and who is calling."""
