@@ -2,8 +2,21 @@
 
 `BackendRuntime` owns what a bus service needs: the asyncpg pool (schema migrated at
 start), the FastStream broker (streams ensured, subscribers started), the outbox relay and
-the consumer-lag gauge. Connections are opened in the lifespan and closed in reverse order;
-handlers reach them through the runtime object their service module was built with.
+the consumer-lag gauge. A service adds its own resources (an S3 client, a Kubernetes
+client, a background loop) as async context managers with `runtime.resource(...)`.
+
+The lifecycle, in order, so that nothing is served before what it needs exists:
+
+1. migrate the schema, open the pool, connect to NATS, ensure the streams;
+2. enter the service's resources in the order they were added, then start the relay;
+3. only then serve: event subscribers, then request/reply responders;
+4. on stop, the reverse: stop taking commands and events, let those in flight finish,
+   exit the resources in reverse order (a failure is logged with its stack and the
+   others still close), stop the relay, close NATS and the pool.
+
+A command sent to a replica that is still starting therefore finds no responder there
+(another replica answers, or the caller gets a clean "did not answer"), never a handler
+whose S3 client does not exist yet.
 """
 
 from __future__ import annotations
@@ -29,8 +42,8 @@ from shared.bus import (
     subscribe_events,
 )
 from shared.bus.consumer import watch_consumer_lag
-from shared.db import apply_migrations, create_pool
-from shared.db.migrations import migrations_for
+from shared.db import create_pool
+from shared.db.migrations import migrate as migrate_schema
 from shared.errors import Unavailable
 from shared.events import Event
 from shared.http import (
@@ -47,7 +60,46 @@ from shared.telemetry import setup_tracing
 
 log = get_logger(__name__)
 
-Hook = Callable[[], Awaitable[None]]
+# What a service adds to its lifecycle: an async context manager (see `resource`).
+Resource = contextlib.AbstractAsyncContextManager[Any]
+
+
+@contextlib.asynccontextmanager
+async def _logged_exit(resource: Resource) -> AsyncIterator[None]:
+    """Enter `resource`; a failure while exiting it is logged, and the stop goes on."""
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(resource)
+        yield
+        try:
+            await stack.aclose()
+        except Exception:
+            log.exception("service.resource_stop_failed", resource=repr(resource))
+
+
+class hooks(contextlib.AbstractAsyncContextManager[None]):  # noqa: N801 - reads as a function
+    """A resource made of a start and a stop coroutine function (either may be absent).
+
+    Reusable: a runtime that runs twice (a restart in a test) starts and stops it twice.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], Awaitable[object]] | None = None,
+        stop: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._start, self._stop = start, stop
+
+    async def __aenter__(self) -> None:
+        if self._start is not None:
+            await self._start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._stop is not None:
+            await self._stop()
+
+    def __repr__(self) -> str:
+        names = [getattr(f, "__qualname__", repr(f)) for f in (self._start, self._stop) if f]
+        return f"hooks({', '.join(names)})"
 
 
 def bootstrap(
@@ -62,13 +114,12 @@ def bootstrap(
 
 async def migrate(settings: BackendSettings, migrations_dir: Path | None) -> list[str]:
     """Apply the schema migrations of one service (what `ekiben migrate` runs)."""
-    conn = await asyncpg.connect(settings.postgres.dsn.get_secret_value())
-    try:
-        return await apply_migrations(
-            conn, settings.schema_name, migrations_for(migrations_dir, settings.service_name)
-        )
-    finally:
-        await conn.close()
+    return await migrate_schema(
+        settings.postgres.dsn.get_secret_value(),
+        settings.schema_name,
+        migrations_dir,
+        settings.service_name,
+    )
 
 
 class BackendRuntime:
@@ -99,8 +150,7 @@ class BackendRuntime:
             "nats": self._check_nats,
         }
         self._consumers: list[str] = []
-        self._on_start: list[Hook] = []
-        self._on_stop: list[Hook] = []
+        self._resources: list[Resource] = []
         self._background: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -110,11 +160,13 @@ class BackendRuntime:
             raise Unavailable(f"{self.service}: database not connected")
         return self._pool
 
-    def on_start(self, hook: Hook) -> None:
-        self._on_start.append(hook)
+    def resource(self, resource: Resource) -> None:
+        """Enter `resource` (an async context manager) before serving; exit it at stop.
 
-    def on_stop(self, hook: Hook) -> None:
-        self._on_stop.append(hook)
+        Resources are entered in the order they are added and exited in reverse, so a
+        background loop added after the client it uses stops before that client closes.
+        """
+        self._resources.append(resource)
 
     def subscribe(
         self,
@@ -140,43 +192,59 @@ class BackendRuntime:
     async def running(self) -> AsyncIterator[BackendRuntime]:
         settings = self.settings
         await migrate(settings, self.migrations_dir)
-        self._pool = await create_pool(
-            settings.postgres.dsn.get_secret_value(),
-            schema=settings.schema_name,
-            min_size=settings.postgres.pool_min_size,
-            max_size=settings.postgres.pool_max_size,
-        )
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            self._pool = await create_pool(
+                settings.postgres.dsn.get_secret_value(),
+                schema=settings.schema_name,
+                min_size=settings.postgres.pool_min_size,
+                max_size=settings.postgres.pool_max_size,
+            )
+            stack.push_async_callback(self._close_pool)
+            stack.push_async_callback(self.broker.stop)
             await self.broker.connect()
             await ensure_streams(self.broker.connection.jetstream(), settings.nats)
-            await self.broker.start()
-            await self.responders.start(self.broker.connection)
-            self.relay = OutboxRelay(self._pool, self.broker, schema=settings.schema_name)
+            self.relay = OutboxRelay(
+                self._pool,
+                self.broker,
+                schema=settings.schema_name,
+                retention_seconds=settings.outbox_retention_hours * 3600,
+            )
             await self.relay.start()
+            stack.push_async_callback(self.relay.stop)
+            for resource in self._resources:
+                await stack.enter_async_context(_logged_exit(resource))
             self._stopping.clear()
             lag = watch_consumer_lag(
                 self.broker.connection.jetstream(), self.consumers(), self._stopping
             )
             self._background.append(asyncio.create_task(lag, name=f"{self.service}-lag"))
-            for hook in self._on_start:
-                await hook()
+            stack.push_async_callback(self._stop_background)
+            # Serve last: everything a handler reaches exists from here on.
+            await self.broker.start()
+            stack.push_async_callback(self._stop_subscribers)
+            await self.responders.start(self.broker.connection)
+            # Stop taking commands first; those in flight still reach what they need.
+            stack.push_async_callback(self.responders.stop)
             log.info("service.started", consumers=self.consumers())
             yield self
-        finally:
-            # Stop taking commands first; those in flight still reach what they need.
-            await self.responders.stop()
-            for hook in reversed(self._on_stop):
-                with contextlib.suppress(Exception):
-                    await hook()
-            self._stopping.set()
-            await stop_tasks(self._background, grace=5.0)
-            self._background.clear()
-            if self.relay is not None:
-                await self.relay.stop()
-            await self.broker.stop()
+        log.info("service.stopped")
+
+    async def _stop_subscribers(self) -> None:
+        for subscriber in self.broker.subscribers:
+            try:
+                await subscriber.stop()
+            except Exception:
+                log.exception("service.subscriber_stop_failed")
+
+    async def _stop_background(self) -> None:
+        self._stopping.set()
+        await stop_tasks(self._background, grace=5.0)
+        self._background.clear()
+
+    async def _close_pool(self) -> None:
+        if self._pool is not None:
             await self._pool.close()
-            self._pool = None
-            log.info("service.stopped")
+        self._pool = None
 
     async def _check_postgres(self) -> None:
         await self.pool.fetchval("SELECT 1")

@@ -81,6 +81,8 @@ class BackendSettings(ServiceSettings):
 
     nats: NatsSettings = NatsSettings()
     postgres: PostgresSettings = PostgresSettings()
+    # Published outbox rows and processed-event records are kept this long, then pruned.
+    outbox_retention_hours: float = Field(default=7 * 24, gt=0)
 
     @property
     def schema_name(self) -> str:

@@ -13,7 +13,7 @@ from services.gateway.events import handlers
 from services.gateway.identity import api as identity_api
 from services.gateway.identity import service as identity
 from services.gateway.settings import GatewaySettings
-from shared.service import BackendRuntime, backend_app, bootstrap
+from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,13 +22,13 @@ def create_runtime(settings: GatewaySettings, transfers: Transfers) -> BackendRu
     tracer_provider = bootstrap(settings)
     runtime = BackendRuntime(settings, migrations_dir=MIGRATIONS, tracer_provider=tracer_provider)
     handlers.register(runtime)
-    runtime.on_stop(transfers.aclose)
+    runtime.resource(hooks(stop=transfers.aclose))
 
     async def bootstrap_identity() -> None:
         # Once per database: the first admin and a token to reach the API with.
         await identity.bootstrap(runtime.pool, settings.bootstrap_token_file)
 
-    runtime.on_start(bootstrap_identity)
+    runtime.resource(hooks(start=bootstrap_identity))
     return runtime
 
 

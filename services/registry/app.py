@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.registry import api
 from services.registry.adapters.s3 import BlobStore
 from services.registry.settings import RegistrySettings
-from shared.service import BackendRuntime, backend_app, bootstrap
+from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -20,19 +20,11 @@ def create_runtime(settings: RegistrySettings) -> tuple[BackendRuntime, BlobStor
     blobs = BlobStore(settings.s3)
     registry = api.register(runtime, blobs)
 
-    async def open_blobs() -> None:
-        await blobs.__aenter__()
-        await blobs.ensure_bucket()
-
-    async def close_blobs() -> None:
-        await blobs.__aexit__(None, None, None)
-
-    # Start hooks run in order, stop hooks in reverse: the janitor starts after the store
-    # is open and stops before it closes.
-    runtime.on_start(open_blobs)
-    runtime.on_start(registry.janitor.start)
-    runtime.on_stop(close_blobs)
-    runtime.on_stop(registry.janitor.stop)
+    # Entered in order, exited in reverse: the store opens (and its bucket exists) before
+    # anything is served, and the janitor stops before the store closes.
+    runtime.resource(blobs)
+    runtime.resource(hooks(start=blobs.ensure_bucket))
+    runtime.resource(hooks(start=registry.janitor.start, stop=registry.janitor.stop))
     runtime.readiness["s3"] = blobs.ping
     return runtime, blobs
 

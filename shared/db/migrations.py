@@ -94,3 +94,12 @@ async def apply_migrations(
     if applied_now:
         log.info("db.migrations.applied", schema=schema, keys=applied_now)
     return applied_now
+
+
+async def migrate(dsn: str, schema: str, service_folder: Path | None, service: str) -> list[str]:
+    """Apply a service's migrations on a connection of its own (what every start does)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(conn, schema, migrations_for(service_folder, service))
+    finally:
+        await conn.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import enum
+import typing
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared.contracts.vocabulary import DeploymentStatus
 from shared.events.envelope import Event
 
 
@@ -191,20 +192,10 @@ class DeploymentDeleted(Event):
     data: DeploymentStoppedData
 
 
-class DeploymentPhase(enum.StrEnum):
-    PENDING = "pending"
-    DEPLOYING = "deploying"
-    RUNNING = "running"
-    UNHEALTHY = "unhealthy"
-    FAILED = "failed"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-
-
 class DeploymentStatusData(_Data):
     deployment: DeploymentRef
-    phase: DeploymentPhase
-    previous_phase: DeploymentPhase | None = None
+    status: DeploymentStatus
+    previous_status: DeploymentStatus | None = None
     revision: int | None = None
     ready_replicas: int = Field(default=0, ge=0)
     desired_replicas: int = Field(default=0, ge=0)
@@ -240,23 +231,9 @@ AnyEvent = Annotated[
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
+# Every event type, read off the union above: the one list of them.
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.event_type: cls
-    for cls in (
-        BentoPushed,
-        ModelPushed,
-        BentoDeleted,
-        ModelDeleted,
-        BuildRequested,
-        BuildStarted,
-        BuildCompleted,
-        BuildFailed,
-        DeploymentRequested,
-        DeploymentUpdated,
-        DeploymentTerminated,
-        DeploymentDeleted,
-        DeploymentStatusChanged,
-    )
+    cls.event_type: cls for cls in typing.get_args(typing.get_args(AnyEvent)[0])
 }
 
 

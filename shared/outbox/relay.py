@@ -1,4 +1,9 @@
-"""The outbox relay: from committed rows to JetStream, at least once, in order."""
+"""The outbox relay: from committed rows to JetStream, at least once, in order.
+
+Published rows and processed-event records are kept for `retention_seconds` (long past
+JetStream's duplicate window and any redelivery), then pruned by the relay that holds the
+drain lock, at most once per `prune_interval_seconds`, in small batches.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class OutboxRelay:
         batch_size: int = 200,
         safety_poll_seconds: float = 5.0,
         after_publish: AfterPublish | None = None,
+        retention_seconds: float = 7 * 24 * 3600.0,
+        prune_interval_seconds: float = 600.0,
     ) -> None:
         self._pool = pool
         self._broker = broker
@@ -44,6 +51,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._safety_poll = safety_poll_seconds
         self._after_publish = after_publish
+        self._retention = retention_seconds
+        self._prune_interval = prune_interval_seconds
+        self._last_prune = float("-inf")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -92,6 +102,10 @@ class OutboxRelay:
                 self._wake.clear()
                 while not self._stopping and await self.drain_once():
                     pass
+                loop = asyncio.get_running_loop()
+                if not self._stopping and loop.time() - self._last_prune >= self._prune_interval:
+                    self._last_prune = loop.time()
+                    await self.prune()
                 if not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._safety_poll)
@@ -101,6 +115,28 @@ class OutboxRelay:
                 log.warning("outbox.relay.error", schema=self._schema, error=repr(exc))
                 await self._close_listener()
                 await asyncio.sleep(1.0)
+
+    async def prune(self, batch: int = 5000) -> int:
+        """Drop published rows and processed-event records older than the retention."""
+        removed = 0
+        async with self._pool.acquire() as conn:
+            for sql in (
+                """DELETE FROM outbox WHERE id IN (
+                       SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+                       ORDER BY id LIMIT $2)""",
+                """DELETE FROM processed_events WHERE ctid IN (
+                       SELECT ctid FROM processed_events
+                       WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)""",
+            ):
+                while True:
+                    status = await conn.execute(sql, self._retention, batch)
+                    count = int(status.rsplit(" ", 1)[-1])
+                    removed += count
+                    if count < batch or self._stopping:
+                        break
+        if removed:
+            log.info("outbox.pruned", schema=self._schema, rows=removed)
+        return removed
 
     async def drain_once(self) -> int:
         """Publish one batch; returns how many rows it published (0: nothing to do)."""

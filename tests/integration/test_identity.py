@@ -613,3 +613,21 @@ async def test_token_create_prints_one_working_admin_token(
         assert await conn.fetchval("SELECT count(*) FROM gateway.users") == 1
     finally:
         await conn.close()
+
+
+async def test_a_revoked_token_is_refused_on_the_very_next_call(gateway: Gateway) -> None:
+    # A cache that would keep a verified token for five minutes: only the revocation's
+    # eviction (TokenCache.forget) can make the next call fail.
+    gateway.app.state.token_cache = TokenCache(ttl=300)
+    created = await gateway.new_token("short-lived")
+    secret = created["token"]
+    assert (await gateway.call("GET", "/api/v1/auth/current", secret)).status_code == 200
+    assert (await gateway.call("GET", "/api/v1/current_org", secret)).status_code == 200
+
+    revoked = await gateway.call("DELETE", f"/api/v1/api_tokens/{created['uid']}")
+    assert revoked.status_code == 200
+    assert_error(
+        await gateway.call("GET", "/api/v1/auth/current", secret), 401, "'short-lived' was revoked"
+    )
+    # The admin's own token, cached the same way, is untouched by the eviction.
+    assert (await gateway.call("GET", "/api/v1/auth/current")).status_code == 200

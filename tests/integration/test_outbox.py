@@ -214,3 +214,42 @@ async def test_outbox_survives_relay_restart_with_rows_waiting(nats_url: str, pg
         )
     finally:
         await conn2.close()
+
+
+async def test_published_rows_and_processed_records_are_pruned_after_the_retention(
+    nats_url: str, pg_dsn: str
+) -> None:
+    runtime, _ = recording_runtime(nats_url, pg_dsn)
+    async with runtime.running():
+        pool = runtime.pool
+        async with pool.acquire() as conn, conn.transaction():
+            for version in ("old", "new", "unsent"):
+                await write_event(conn, pushed(version))
+        # Wait until the relay has published them, then age two of the rows by a fortnight
+        # and hold one back as if never published.
+        for _ in range(200):
+            if not await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+                break
+            await asyncio.sleep(0.05)
+        await pool.execute(
+            """UPDATE outbox SET published_at = now() - interval '14 days'
+               WHERE payload->'data'->'artifact'->>'version' = 'old'"""
+        )
+        await pool.execute(
+            """UPDATE outbox SET published_at = NULL
+               WHERE payload->'data'->'artifact'->>'version' = 'unsent'"""
+        )
+        await pool.execute(
+            """INSERT INTO processed_events (consumer, event_id, processed_at)
+               VALUES ('c', 'ancient', now() - interval '14 days'), ('c', 'recent', now())"""
+        )
+        relay = OutboxRelay(pool, runtime.broker, schema="probe", retention_seconds=7 * 24 * 3600)
+        removed = await relay.prune()
+        assert removed == 2
+        versions = await pool.fetch(
+            "SELECT payload->'data'->'artifact'->>'version' AS v FROM outbox ORDER BY id"
+        )
+        # The unpublished row stays whatever its age: only published rows are pruned.
+        assert [row["v"] for row in versions] == ["new", "unsent"]
+        kept = await pool.fetch("SELECT event_id FROM processed_events WHERE consumer = 'c'")
+        assert [row["event_id"] for row in kept] == ["recent"]

@@ -208,7 +208,7 @@ async def test_printer_columns_are_served_as_a_table(
         kube_namespace,
         "bentodeployments",
         "shown",
-        {"status": {"phase": "Running", "readyReplicas": 3, "image": "img:1"}},
+        {"status": {"phase": "running", "readyReplicas": 3, "image": "img:1"}},
         _content_type=MERGE,
     )
     table = kube_control_plane.request(
@@ -221,7 +221,7 @@ async def test_printer_columns_are_served_as_a_table(
     row = dict(zip(names, table["rows"][0]["cells"], strict=True))
     assert (row["Bento"], row["Phase"], row["Ready"], row["Image"]) == (
         "iris",
-        "Running",
+        "running",
         3,
         "img:1",
     )
@@ -360,7 +360,7 @@ async def test_status_is_a_subresource_with_validated_conditions(
     }
     patch = {
         "spec": {"forceBuild": True},  # ignored: the status endpoint only writes status
-        "status": {"phase": "Succeeded", "observedGeneration": 1, "conditions": [condition]},
+        "status": {"phase": "succeeded", "observedGeneration": 1, "conditions": [condition]},
     }
     updated = await crs.patch_namespaced_custom_object_status(
         *RESOURCES, kube_namespace, "bentorequests", "status", patch, _content_type=MERGE
@@ -370,11 +370,11 @@ async def test_status_is_a_subresource_with_validated_conditions(
     assert updated["metadata"]["generation"] == 1  # status writes do not bump the generation
 
     # And the main endpoint ignores status.
-    spec_patch = {"spec": {"forceBuild": True}, "status": {"phase": "Failed"}}
+    spec_patch = {"spec": {"forceBuild": True}, "status": {"phase": "failed"}}
     updated = await crs.patch_namespaced_custom_object(
         *RESOURCES, kube_namespace, "bentorequests", "status", spec_patch, _content_type=MERGE
     )
-    assert updated["status"]["phase"] == "Succeeded"
+    assert updated["status"]["phase"] == "succeeded"
     assert updated["metadata"]["generation"] == 2
 
     bad = {"status": {"conditions": [{**condition, "status": "Maybe"}]}}
@@ -411,7 +411,7 @@ async def test_update_with_stale_resource_version_conflicts(
     assert "the object has been modified" in status["message"]
 
     # The same applies to the status subresource, which controllers write.
-    stale_status = {**second, "status": {"phase": "Running"}}
+    stale_status = {**second, "status": {"phase": "running"}}
     with pytest.raises(ApiException) as caught:
         await crs.replace_namespaced_custom_object_status(
             *SERVING, kube_namespace, "bentodeployments", "race", stale_status

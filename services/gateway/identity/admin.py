@@ -13,15 +13,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
-
 from services.gateway.audit import service as audit
 from services.gateway.identity import repository
 from services.gateway.identity import service as identity
 from services.gateway.identity.models import SYSTEM_CLI
 from services.gateway.settings import GatewaySettings
-from shared.db import apply_migrations, create_pool
-from shared.db.migrations import migrations_for
+from shared.db import create_pool
+from shared.db.migrations import migrate
 
 # The same folder as `app.MIGRATIONS`, named here so that a command does not import the
 # service's runtime (the bus, tracing), which would cost seconds at every run.
@@ -38,13 +36,7 @@ async def create_admin_token(
     """A new admin token's secret; raises an `EkibenError` with a message for the operator."""
     dsn = settings.postgres.dsn.get_secret_value()
     # Migrations on a plain connection, as every service does at start (see shared.service).
-    bare = await asyncpg.connect(dsn)
-    try:
-        await apply_migrations(
-            bare, settings.schema_name, migrations_for(MIGRATIONS, settings.service_name)
-        )
-    finally:
-        await bare.close()
+    await migrate(dsn, settings.schema_name, MIGRATIONS, settings.service_name)
     pool = await create_pool(dsn, schema=settings.schema_name, min_size=1, max_size=1)
     expired_at = (
         datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
