@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import EkibenError
@@ -22,6 +23,39 @@ from shared.telemetry import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 log = get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="The error's kind: invalid, unauthorized, not_found, ...")
+    message: str = Field(description="What went wrong, for a person")
+    details: dict[str, Any] | None = None
+    request_id: str | None = Field(default=None, description="Given for internal errors")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer: `{"error": {"code", "message", ...}}`."""
+
+    error: ErrorBody
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Unparseable request",
+    401: "No usable API token",
+    403: "Not allowed for this token",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request too large",
+    422: "Invalid input",
+    503: "A dependency is unavailable; retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring the error answers a route can give."""
+    return {
+        status: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
 
 
 class RequestContextMiddleware:
