@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.config.config_exception import ConfigException
 
+from shared.kube.client import api_client, in_cluster_namespace
 from shared.kube.kinds import BENTO_REQUEST, CONFIG_MAP, DEPLOYMENT, NAMESPACE
 from shared.kube.mappers import labelled, owned_by, parents_of
 from shared.kube.objects import (
@@ -15,6 +18,7 @@ from shared.kube.objects import (
     with_finalizer,
     without_finalizer,
 )
+from shared.settings import KubeSettings
 
 
 def test_kind_paths() -> None:
@@ -105,3 +109,9 @@ def test_manifest_hash_is_stable_and_sensitive() -> None:
     b = {"data": {"y": "2", "x": "1"}, "kind": "ConfigMap"}
     assert manifest_hash(a) == manifest_hash(b)
     assert manifest_hash(a) != manifest_hash({**a, "data": {"x": "1"}})
+
+
+async def test_in_cluster_configuration_outside_a_pod_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigException, match="host/port"):
+        await api_client(KubeSettings(kubeconfig=None), service_account_dir=tmp_path, environ={})
+    assert in_cluster_namespace(tmp_path) is None
