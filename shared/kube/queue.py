@@ -75,9 +75,12 @@ class WorkQueue(Generic[K]):
     # --- state ----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Keys ready to be handed out now (the depth a metric reports)."""
-        self._promote()
-        return len(self._ready)
+        """Keys ready to be handed out now, parked ones whose time has come included.
+
+        The depth a metric reports; it changes nothing, so a scrape from any thread is safe.
+        """
+        now = time.monotonic()
+        return len(self._ready) + sum(1 for at in list(self._parked.values()) if at <= now)
 
     @property
     def parked(self) -> int:
