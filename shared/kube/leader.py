@@ -13,7 +13,9 @@ children), yet a dead one must be replaced quickly. The protocol is client-go's:
 - The **leader** renews every `retry_period`. Its leadership is valid until `renew_deadline`
   after the start of its last successful renewal; if no renewal succeeds by then (each
   attempt is cut off at the deadline, so a hung request cannot stretch it) it stops at once.
-  Because `renew_deadline < lease_duration`, it stops before any follower can take over.
+  Because `renew_deadline < lease_duration`, it stops before any follower can take over. A
+  leader that reads another holder in the Lease (it was taken over while this process was
+  paused, or by hand) stops at once too.
 - On a **clean stop** the leader releases the Lease (empty holder, duration 1 s), so a
   successor takes over within one retry period instead of a whole lease duration. A killed
   leader is replaced about `lease_duration` (plus up to one retry period) after its last
@@ -168,6 +170,8 @@ class LeaderElector:
                 return False
             deadline = self._renewed_at + self.renew_deadline
             while not await self._attempt(deadline=deadline):
+                if self.holder not in ("", self.identity):
+                    return True  # someone else holds it now: stop at once, do not wait it out
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return True

@@ -20,6 +20,7 @@ from kubernetes_asyncio import client
 
 from shared.devstack.kube import KubeControlPlane
 from shared.kube.controller import Controller
+from shared.kube.events import micro_time
 from shared.kube.kinds import LEASE
 from shared.kube.leader import JITTER, LeaderElector
 from shared.kube.objects import Objects
@@ -198,6 +199,40 @@ async def test_a_clean_stop_releases_the_lease_for_an_immediate_takeover(
     lease = await objects.get(LEASE, (kube_namespace, LEASE_NAME))
     assert lease is not None
     assert not lease["spec"].get("holderIdentity")  # the second released it too
+
+
+async def test_a_leader_that_sees_another_holder_stops_at_once_and_campaigns_again(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    objects = Objects(kube_api, field_manager="ekiben-test")
+    await create_request(objects, kube_namespace, "work")
+    replica = Replica(kube_api, kube_namespace, "victim")
+    replica.start()
+    try:
+        await until(lambda: replica.intervals, what="the replica to lead")
+        # Another process takes the Lease over (as after a long pause of this one).
+        lease = await objects.get(LEASE, (kube_namespace, LEASE_NAME))
+        assert lease is not None
+        lease["spec"]["holderIdentity"] = "intruder"
+        lease["spec"]["renewTime"] = micro_time()
+        await objects.replace(LEASE, lease)
+        stolen_at = time.time()
+        await until(lambda: not replica.elector.is_leader, what="the replica to step down")
+        stepped_down = time.time() - stolen_at
+        await asyncio.sleep(0.1)  # let a cancelled reconcile unwind
+        last_end = max(end for _, end in replica.intervals)
+        count = len(replica.intervals)
+        # The intruder never renews: after its lease runs out the replica leads again.
+        await until(lambda: replica.elector.terms == 2, timeout=30, what="a second term")
+        await until(lambda: len(replica.intervals) > count, what="reconciles in the second term")
+        second_term = replica.intervals[count][0]
+    finally:
+        await replica.stop()
+    # Its next renewal (one retry period later) sees the intruder, and it stops then rather
+    # than at its renew deadline (at least 2 s after the takeover here).
+    assert stepped_down < leader_child.RETRY_PERIOD * 1.8, stepped_down
+    assert last_end < stolen_at + stepped_down + 0.5
+    assert second_term - stolen_at >= leader_child.LEASE_DURATION - 0.5
 
 
 def test_invalid_timings_are_refused(kube_api: client.ApiClient) -> None:
