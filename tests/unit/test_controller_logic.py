@@ -61,10 +61,10 @@ async def test_temporary_errors_back_off_then_succeed_and_the_backoff_is_forgott
         await until(lambda: len(calls) == 5)
         assert controller.queue.retries(KEY) == 0  # forgotten on success
     gaps = [b - a for a, b in itertools.pairwise(calls)]
-    # Backoff 0.1 * 2**n, shortened by up to half: the fourth gap is at least 0.4 s and
-    # 4 to 16 times the first (less when the first includes slow first-time logging).
-    assert gaps[3] >= 0.39
-    assert gaps[3] > gaps[0] * 1.5
+    # Backoff 0.1 * 2**n, shortened by up to half: each gap at least its minimum. (The
+    # first includes rendering the traceback, slow in tests: the k8s test compares gaps.)
+    for n, gap in enumerate(gaps):
+        assert gap >= 0.1 * 2**n * 0.5 * 0.95, gaps
     assert sample("ekiben_workqueue_retries_total", controller="unit-backoff") == 4
 
 
