@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from shared.kube.client import api_client_from_kubeconfig
 from shared.kube.kinds import BENTO_REQUEST
 from shared.kube.objects import Objects
 from shared.kube.watch import Watcher
@@ -73,8 +74,6 @@ class RequestLog:
 @asynccontextmanager
 async def counted_api(kubeconfig: Path) -> AsyncIterator[tuple[client.ApiClient, RequestLog]]:
     """A fresh ApiClient whose requests are recorded (the generated APIs go through it too)."""
-    from shared.kube.client import api_client_from_kubeconfig  # noqa: PLC0415
-
     api = await api_client_from_kubeconfig(kubeconfig)
     log = RequestLog()
     original = api.call_api

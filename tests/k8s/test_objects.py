@@ -11,6 +11,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from shared.devstack.kube import KubeControlPlane
+from shared.errors import TemporaryError
 from shared.kube.conditions import get_condition, set_condition
 from shared.kube.kinds import BENTO_REQUEST, CONFIG_MAP
 from shared.kube.objects import APPLIED_HASH_ANNOTATION, Objects, owner_reference
@@ -157,8 +158,6 @@ async def test_update_status_survives_a_409_conflict(
 async def test_update_status_gives_up_after_repeated_conflicts(
     kube_api: client.ApiClient, kube_namespace: str
 ) -> None:
-    from shared.errors import TemporaryError  # noqa: PLC0415
-
     objects = Objects(kube_api, field_manager="ekiben-test")
     await create_request(objects, kube_namespace, "busy")
     tags = iter(f"svc:v{n}" for n in range(10, 20))
