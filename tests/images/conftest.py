@@ -3,6 +3,8 @@
 - `oci_registry`: CNCF distribution on a free loopback port (shared/devstack/oci.py).
 - `python_base_image`: the Debian-built Python 3.11 base (tests/images/python-base.sh,
   cached), pushed into that registry as `library/python:3.11-slim`; its full reference.
+- `busybox_image`: a tiny local image with a shell (FROM scratch + busybox-static), for
+  the quick adapter tests.
 - `container_env`: the builder's container-tool configuration for this session, with
   `docker.io` mirrored to the registry (so `FROM python:3.11-slim` resolves there) and the
   layer store under the cache directory, outside the clone, kept between sessions.
@@ -13,11 +15,13 @@ EKIBEN_REQUIRE_SERVICES=1 (CI).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services.builder.adapters.buildah import Buildah
 from services.builder.adapters.containers import ContainerEnvironment, write_container_config
 from services.builder.adapters.skopeo import Skopeo
 from services.builder.settings import ContainersSettings, TargetRegistrySettings
@@ -36,6 +40,8 @@ from tests.fixtures.report import report
 from tests.fixtures.require import unavailable
 
 __all__ = ["bentoml_client"]
+
+BUSYBOX = Path("/bin/busybox")
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +111,23 @@ async def python_base_image(
         f"in {elapsed():.1f}s",
     )
     return reference
+
+
+@pytest.fixture(scope="session")
+def busybox_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not BUSYBOX.is_file():
+        unavailable("busybox-static is not installed (apt-get install busybox-static)")
+    context = tmp_path_factory.mktemp("busybox-context")
+    shutil.copy(BUSYBOX, context / "busybox")
+    (context / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    return context
+
+
+@pytest.fixture(scope="session")
+async def busybox_image(container_env: ContainerEnvironment, busybox_context: Path) -> str:
+    """A tiny local base image with a shell (FROM scratch + busybox-static)."""
+    tag = "localhost/ekiben-test/busybox:latest"
+    await Buildah(container_env).build(busybox_context, busybox_context / "Dockerfile", tag)
+    return tag

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -25,28 +24,6 @@ from shared.devstack.oci import OciRegistry
 from shared.errors import is_permanent
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(300)]
-
-BUSYBOX = Path("/bin/busybox")
-
-
-@pytest.fixture(scope="session")
-def busybox_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not BUSYBOX.is_file():
-        pytest.skip("busybox-static is not installed")
-    context = tmp_path_factory.mktemp("busybox-context")
-    shutil.copy(BUSYBOX, context / "busybox")
-    (context / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    return context
-
-
-@pytest.fixture(scope="session")
-async def busybox_image(container_env: ContainerEnvironment, busybox_context: Path) -> str:
-    """A tiny local base image with a shell (FROM scratch + busybox-static)."""
-    tag = "localhost/ekiben-test/busybox:latest"
-    await Buildah(container_env).build(busybox_context, busybox_context / "Dockerfile", tag)
-    return tag
 
 
 def dockerfile(context: Path, text: str) -> Path:
