@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -81,6 +82,17 @@ def registry_url(text: str) -> str:
     except ValueError:
         loopback = False
     return f"{'http' if loopback else 'https'}://{text}"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Go's listener does: a connection in TIME_WAIT does not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _say(message: str) -> None:
@@ -184,7 +196,9 @@ class Stack:
             oci_f = (
                 None
                 if ext.registry_url
-                else pool.submit(start_oci_registry, self.data_dir / "oci-registry")
+                else pool.submit(
+                    start_oci_registry, self.data_dir / "oci-registry", port=self._registry_port()
+                )
             )
             for entry in SERVICES.values():
                 entry.import_app_module()
@@ -216,6 +230,22 @@ class Stack:
         for server in self.servers:
             _say(f"{server.process.name} ready in {server.started_in:.2f}s: {server.url}")
         return Endpoints(nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci)
+
+    def _registry_port(self) -> int:
+        """The embedded registry's port, the same across restarts while it is free.
+
+        Image references (HOST:PORT/repo@digest) that the builder recorded name it.
+        """
+        path = self.data_dir / "oci-registry" / "port"
+        with contextlib.suppress(OSError, ValueError):
+            port = int(path.read_text())
+            if _port_free(port):
+                return port
+            _say(f"registry port {port} is taken now; images pushed before name that port")
+        port = free_port()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(port))
+        return port
 
     @staticmethod
     def _embedded_database(server: RunningServer | None) -> str:

@@ -149,8 +149,10 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
 
     # Restart on the same data directory: everything is still there.
     again = Up(up.data_dir)
-    again.start()
+    again_urls, _ = again.start()
     try:
+        # Image references name the registry's port: it stays the same.
+        assert again_urls["registry"] == urls["registry"]
         state = again.state()
         assert await _logged(str(state["postgres_dsn"]), event.id)
         nc = await nats.connect(str(state["nats_url"]))
