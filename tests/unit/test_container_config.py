@@ -17,6 +17,7 @@ from services.builder.adapters.auth import (
     credentials_from_file,
 )
 from services.builder.adapters.containers import registries_conf_text, write_container_config
+from services.builder.adapters.tools import ContainerTools
 from services.builder.settings import (
     BuilderSettings,
     ContainersSettings,
@@ -170,3 +171,19 @@ def test_credentials_reach_the_tools_through_a_private_file(tmp_path: Path) -> N
         written = json.loads(path.read_text())["auths"]["r.example.com"]["auth"]
         assert base64.b64decode(written) == b"robot:pw"
     assert not path.exists()
+
+
+async def test_the_tools_come_configured_from_the_builder_settings(tmp_path: Path) -> None:
+    settings = BuilderSettings(
+        registry=TargetRegistrySettings(url="127.0.0.1:5000"),
+        containers=ContainersSettings(
+            state_dir=tmp_path, buildah="/opt/buildah", isolation="oci", build_timeout_seconds=60
+        ),
+    )
+    tools = ContainerTools.from_settings(settings)
+    assert tools.env.registries_conf.is_file()
+    assert (tools.buildah.binary, tools.buildah.isolation) == ("/opt/buildah", "oci")
+    assert tools.buildah.build_timeout == 60
+    assert tools.registry_auth is None
+    async with tools.registry_client() as registry:
+        assert registry.base_url == "http://127.0.0.1:5000"

@@ -7,4 +7,5 @@
 - `podman`: run an image as a container (tests, local smoke checks).
 - `bento_archive`: extract a bento tar safely into a build context.
 - `process`: the async subprocess runner under all of them.
+- `tools`: `ContainerTools.from_settings(settings)`, all of the above configured at once.
 """

@@ -99,11 +99,15 @@ class Buildah:
         binary: str = "buildah",
         build_timeout: float = 3600.0,
         push_timeout: float = 1800.0,
+        isolation: str = "chroot",
+        network: str = "host",
     ) -> None:
         self.environment = env
         self.binary = binary
         self.build_timeout = build_timeout
         self.push_timeout = push_timeout
+        self.isolation = isolation
+        self.network = network
 
     async def _run(
         self,
@@ -133,8 +137,8 @@ class Buildah:
         build_args: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         layers: bool = True,
-        network: str = "host",
-        isolation: str = "chroot",
+        network: str | None = None,
+        isolation: str | None = None,
         pull: PullPolicy = "missing",
         image_format: Literal["oci", "docker"] = "oci",
         log_sink: LogSink | None = None,
@@ -143,7 +147,8 @@ class Buildah:
     ) -> BuiltImage:
         """`buildah bud` of `dockerfile` in `context_dir`, tagged `tag` in the local store.
 
-        `pull` decides when the FROM images are fetched: `missing` (only when not in the
+        `network` (default `host`) and `isolation` (default `chroot`) fall back to the
+        adapter's. `pull` decides when the FROM images are fetched: `missing` (only when not in the
         store; the default, fast and stable), `newer` (check the registry each build),
         `always`, `never`. Raises `BuildFailed` (with the last `tail_lines` lines),
         `ToolTimeout` after `time_limit` seconds (default: the adapter's), `ToolNotFound`.
@@ -154,8 +159,8 @@ class Buildah:
             "--tag", tag,
             f"--layers={'true' if layers else 'false'}",
             "--force-rm",
-            f"--network={network}",
-            f"--isolation={isolation}",
+            f"--network={network or self.network}",
+            f"--isolation={isolation or self.isolation}",
             f"--pull={_PULL_FLAG[pull]}",
             f"--format={image_format}",
         ]  # fmt: skip
