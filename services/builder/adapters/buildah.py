@@ -147,11 +147,12 @@ class Buildah:
     ) -> BuiltImage:
         """`buildah bud` of `dockerfile` in `context_dir`, tagged `tag` in the local store.
 
-        `network` (default `host`) and `isolation` (default `chroot`) fall back to the
-        adapter's. `pull` decides when the FROM images are fetched: `missing` (only when not in the
-        store; the default, fast and stable), `newer` (check the registry each build),
-        `always`, `never`. Raises `BuildFailed` (with the last `tail_lines` lines),
-        `ToolTimeout` after `time_limit` seconds (default: the adapter's), `ToolNotFound`.
+        `network` and `isolation` default to the adapter's (`host`, `chroot`). `pull` says
+        when FROM images are fetched: `missing` (only when not in the store; the default,
+        fast and stable), `newer` (ask the registry at each build), `always`, `never`.
+        Every output line goes to `log_sink` as it is printed. Raises `BuildFailed` (with
+        the last `tail_lines` lines), `ToolTimeout` after `time_limit` seconds (default:
+        the adapter's) and `ToolNotFound`; a cancelled call kills the build.
         """
         args = [
             "bud",
