@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test venv k8s format asyncapi bench
+.PHONY: up test venv k8s python-base format asyncapi bench
 
 up: venv  ## Run the whole stack on this machine (no Docker, no root)
 	$(BIN)/ekiben up
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 
 k8s:  ## Build (or find cached) kube-apiserver, etcd, controller-manager, scheduler, kwok
 	bash tests/k8s/build.sh
+
+python-base:  ## Build (or find cached) the Python 3.11 base image bentos build FROM (root, ~1 min)
+	bash tests/images/python-base.sh >/dev/null
 
 format: venv
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -92,8 +92,16 @@ def up(
     s3_access_key: Annotated[str | None, typer.Option(envvar="EKIBEN_S3_ACCESS_KEY")] = None,
     s3_secret_key: Annotated[str | None, typer.Option(envvar="EKIBEN_S3_SECRET_KEY")] = None,
     s3_bucket: Annotated[str, typer.Option(envvar="EKIBEN_S3_BUCKET")] = "ekiben",
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EKIBEN_REGISTRY_URL",
+            help="Use this OCI registry (HOST:PORT or http(s)://HOST:PORT) for built images.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole stack on this machine: NATS, PostgreSQL, S3 and the five services."""
+    """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry and the
+    five services."""
     from services.stack import External, Stack  # noqa: PLC0415
 
     external = External(
@@ -103,6 +111,7 @@ def up(
         s3_access_key=s3_access_key,
         s3_secret_key=s3_secret_key,
         s3_bucket=s3_bucket,
+        registry_url=registry_url,
     )
     stack = Stack(
         data_dir.expanduser().resolve(),

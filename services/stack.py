@@ -1,11 +1,13 @@
 """`ekiben up`: the whole stack on one machine, embedded servers included.
 
-Start order: the dependencies (NATS, PostgreSQL, S3: embedded unless a URL is given) in
-parallel, then the five services as child processes (`ekiben serve <name>`, configured by
-the environment exactly as in production), each awaited on its `/readyz`. When all are
-ready it prints `gateway: URL` and `dashboard: URL` on stdout, says on stderr where the
-admin API token is (`<data-dir>/admin-token`, written by the gateway's first start), and
-writes `<data-dir>/stack.json` for other commands (`ekiben token create` reads it).
+Start order: the dependencies (NATS, PostgreSQL, S3 and an OCI registry: embedded unless a
+URL is given) in parallel, then the five services as child processes (`ekiben serve
+<name>`, configured by the environment exactly as in production), each awaited on its
+`/readyz`. When all are ready it prints `gateway: URL`, `dashboard: URL` and `registry:
+HOST:PORT` on stdout, says on stderr where the admin API token is (`<data-dir>/admin-token`,
+written by the gateway's first start), and writes `<data-dir>/stack.json` for other commands
+(`ekiben token create` reads it). The builder pushes to the registry, and looks for base
+images there first (a `docker.io` mirror), so a site without Docker Hub seeds it once.
 SIGINT or SIGTERM stops the services, then the dependencies, by process group. If a
 service dies, the stack stops and says which.
 """
@@ -15,9 +17,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,8 +29,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from services.catalog import SERVICES, ServiceEntry
+from shared.devstack.oci import start_oci_registry
 from shared.devstack.process import ManagedProcess, StartupError, free_port, http_ok, wait_until
 from shared.devstack.servers import (
     RunningServer,
@@ -47,6 +53,7 @@ class External:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_bucket: str = "ekiben"
+    registry_url: str | None = None
 
 
 @dataclass
@@ -57,6 +64,35 @@ class Endpoints:
     s3_access_key: str
     s3_secret_key: str
     s3_bucket: str
+    registry_url: str = ""  # http(s)://HOST:PORT
+
+    @property
+    def registry_host(self) -> str:
+        return urlsplit(self.registry_url).netloc
+
+
+def registry_url(text: str) -> str:
+    """`--registry-url` as a URL: a bare `HOST[:PORT]` is plain HTTP on loopback, else HTTPS."""
+    text = text.strip().rstrip("/")
+    if "://" in text:
+        return text
+    host = urlsplit(f"//{text}").hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return f"{'http' if loopback else 'https'}://{text}"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Go's listener does: a connection in TIME_WAIT does not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _say(message: str) -> None:
@@ -96,7 +132,10 @@ class Stack:
             self._write_state(endpoints, urls)
             _say(f"ready in {time.monotonic() - begin:.1f}s (data in {self.data_dir})")
             self._say_admin_token()
-            sys.stdout.write(f"gateway: {urls['gateway']}\ndashboard: {urls['dashboard']}\n")
+            sys.stdout.write(
+                f"gateway: {urls['gateway']}\ndashboard: {urls['dashboard']}\n"
+                f"registry: {endpoints.registry_host}\n"
+            )
             sys.stdout.flush()
             return self._supervise()
         except StartupError as exc:
@@ -146,7 +185,7 @@ class Stack:
     def start_dependencies(self) -> Endpoints:
         """Start the embedded servers while this process imports the services' code."""
         ext = self.external
-        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             nats_f = None if ext.nats_url else pool.submit(start_nats, self.data_dir / "nats")
             pg_f = (
                 None
@@ -154,10 +193,17 @@ class Stack:
                 else pool.submit(start_postgres, self.data_dir / "postgres")
             )
             s3_f = None if ext.s3_endpoint else pool.submit(start_seaweedfs, self.data_dir / "s3")
+            oci_f = (
+                None
+                if ext.registry_url
+                else pool.submit(
+                    start_oci_registry, self.data_dir / "oci-registry", port=self._registry_port()
+                )
+            )
             for entry in SERVICES.values():
                 entry.import_app_module()
             errors = []
-            for future in (nats_f, pg_f, s3_f):
+            for future in (nats_f, pg_f, s3_f, oci_f):
                 if future is None:
                     continue
                 try:
@@ -174,9 +220,32 @@ class Stack:
         else:
             s3_endpoint = ext.s3_endpoint or ""
             access, secret = ext.s3_access_key or "", ext.s3_secret_key or ""
+        oci = (
+            registry_url(ext.registry_url)
+            if ext.registry_url
+            else oci_f.result().url
+            if oci_f
+            else ""
+        )
         for server in self.servers:
             _say(f"{server.process.name} ready in {server.started_in:.2f}s: {server.url}")
-        return Endpoints(nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket)
+        return Endpoints(nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci)
+
+    def _registry_port(self) -> int:
+        """The embedded registry's port, the same across restarts while it is free.
+
+        Image references (HOST:PORT/repo@digest) that the builder recorded name it.
+        """
+        path = self.data_dir / "oci-registry" / "port"
+        with contextlib.suppress(OSError, ValueError):
+            port = int(path.read_text())
+            if _port_free(port):
+                return port
+            _say(f"registry port {port} is taken now; images pushed before name that port")
+        port = free_port()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(port))
+        return port
 
     @staticmethod
     def _embedded_database(server: RunningServer | None) -> str:
@@ -222,6 +291,14 @@ class Stack:
         env["EKIBEN_REGISTRY_S3__ACCESS_KEY_ID"] = endpoints.s3_access_key
         env["EKIBEN_REGISTRY_S3__SECRET_ACCESS_KEY"] = endpoints.s3_secret_key
         env["EKIBEN_REGISTRY_S3__BUCKET"] = endpoints.s3_bucket
+        # The builder pushes to the OCI registry and keeps its layer store in the data dir.
+        env["EKIBEN_BUILDER_REGISTRY__URL"] = endpoints.registry_url
+        env["EKIBEN_BUILDER_CONTAINERS__STATE_DIR"] = str(self.data_dir / "builder")
+        if "EKIBEN_BUILDER_CONTAINERS__MIRRORS" not in os.environ:
+            # Base images (FROM python:3.11-slim) are looked for in the registry first, then
+            # on Docker Hub: seeding it once makes builds work without Docker Hub.
+            mirrors = {"docker.io": [endpoints.registry_host]}
+            env["EKIBEN_BUILDER_CONTAINERS__MIRRORS"] = json.dumps(mirrors)
         # The gateway's first start writes the admin's API token here (never to a log).
         env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
@@ -273,6 +350,8 @@ class Stack:
             "nats_url": endpoints.nats_url,
             "postgres_dsn": endpoints.postgres_dsn,
             "s3_endpoint": endpoints.s3_endpoint,
+            "registry": endpoints.registry_host,
+            "registry_url": endpoints.registry_url,
         }
         path = self.data_dir / "stack.json"
         with contextlib.suppress(FileNotFoundError):

@@ -1,10 +1,157 @@
-"""Builder settings (env prefix `EKIBEN_BUILDER_`)."""
+"""Builder settings (env prefix `EKIBEN_BUILDER_`, `__` between nested sections).
 
-from typing import ClassVar
+Two sections are about images:
 
+- `registry`: where built images go (`EKIBEN_BUILDER_REGISTRY__URL`, `__REPOSITORY_PREFIX`,
+  `__INSECURE`, `__USERNAME`, `__PASSWORD`, `__DOCKER_CONFIG`).
+- `containers`: how buildah, podman and skopeo run (`EKIBEN_BUILDER_CONTAINERS__STORAGE_DIR`,
+  `__CONFIG_DIR`, `__MIRRORS` as JSON, `__INSECURE_REGISTRIES`, `__BUILDAH`, ...). See
+  services/builder/adapters/containers.py for the files written from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BackendSettings, HttpSettings, KubeSettings
+
+DEFAULT_STATE_DIR = Path.home() / ".local" / "share" / "ekiben" / "builder"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (`name[:port]`, `[v6]:port`) is this machine: 127/8, ::1, localhost."""
+    name = urlsplit(f"//{host}").hostname or host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class TargetRegistrySettings(BaseModel):
+    """The registry built images are pushed to (and looked up in, to skip a rebuild).
+
+    `url` is `https://HOST[:PORT]`, `http://HOST[:PORT]` (plain HTTP, implies `insecure`) or
+    a bare `HOST[:PORT]` (HTTPS, except plain HTTP on a loopback address, as Docker does).
+    Images are named `HOST[:PORT]/<repository_prefix>/<bento>:<version>`. Credentials are
+    either `username` + `password` or `docker_config`, a `.dockerconfigjson` file (a mounted
+    `kubernetes.io/dockerconfigjson` Secret); none for an open registry.
+    """
+
+    url: str = "http://127.0.0.1:5000"
+    repository_prefix: str = "ekiben"
+    # Plain HTTP, or HTTPS without certificate verification.
+    insecure: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    docker_config: Path | None = None
+
+    @field_validator("repository_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> TargetRegistrySettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("registry username and password go together")
+        if self.username is not None and self.docker_config is not None:
+            raise ValueError("give registry username/password or docker_config, not both")
+        return self
+
+    @property
+    def host(self) -> str:
+        """`HOST[:PORT]` as image references name the registry."""
+        return urlsplit(self.url if "://" in self.url else f"//{self.url}").netloc
+
+    @property
+    def plain_http(self) -> bool:
+        """Whether to talk HTTP (not HTTPS) to it."""
+        if self.url.startswith("http://"):
+            return True
+        if self.url.startswith("https://"):
+            return False
+        return self.insecure or is_loopback_host(self.host)
+
+    @property
+    def tls_verify(self) -> bool:
+        return not (self.insecure or self.plain_http)
+
+    @property
+    def base_url(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    def repository(self, name: str) -> str:
+        """The repository path (without host) of an image called `name`."""
+        return f"{self.repository_prefix}/{name}" if self.repository_prefix else name
+
+    def image(self, name: str, tag: str) -> str:
+        """The full reference `HOST/PREFIX/name:tag`."""
+        return f"{self.host}/{self.repository(name)}:{tag}"
+
+
+class ContainersSettings(BaseModel):
+    """How buildah, podman and skopeo run: their configuration files are written from this.
+
+    `mirrors` maps a registry or a prefix (`docker.io`, `docker.io/library`) to hosts tried
+    in order before the original, e.g. `{"docker.io": ["127.0.0.1:5000"]}`: that is how a
+    bento's `FROM python:3.11-slim` resolves on a site that cannot reach Docker Hub. Mirrors,
+    the target registry and `insecure_registries` on a loopback address or listed in
+    `insecure_registries` are reached over plain HTTP.
+    """
+
+    # The layer store (graphroot) and its run state (runroot): keep the graphroot between
+    # builds, it is the build cache. Unset: under state_dir.
+    storage_dir: Path | None = None
+    runroot_dir: Path | None = None
+    # Where the generated containers.conf, registries.conf, storage.conf and auth files go.
+    config_dir: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    storage_driver: Literal["overlay", "vfs"] = "overlay"
+    mirrors: dict[str, list[str]] = Field(default_factory=dict)
+    insecure_registries: list[str] = Field(default_factory=list)
+    # Short names (`python:3.11-slim`) are looked up in these, in order.
+    unqualified_search_registries: list[str] = Field(default_factory=lambda: ["docker.io"])
+    # runc: crun (Debian's default) fails on hosts with hybrid cgroups.
+    runtime: str = "runc"
+    # Limits inside build steps and containers; within the host's hard limits, which an
+    # unprivileged or sandboxed builder cannot raise.
+    ulimits: list[str] = Field(default_factory=lambda: ["nofile=4096:4096", "nproc=4096:4096"])
+    # Binaries: a name on PATH or a path.
+    buildah: str = "buildah"
+    podman: str = "podman"
+    skopeo: str = "skopeo"
+    isolation: Literal["chroot", "oci", "rootless"] = "chroot"
+    network: str = "host"
+    build_timeout_seconds: float = Field(default=3600.0, gt=0)
+    push_timeout_seconds: float = Field(default=1800.0, gt=0)
+
+    @field_validator("mirrors")
+    @classmethod
+    def _no_empty_mirror_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for prefix, hosts in value.items():
+            if not hosts:
+                raise ValueError(f"mirror list of {prefix!r} is empty")
+        return value
+
+    @property
+    def graphroot(self) -> Path:
+        return self.storage_dir or self.state_dir / "storage"
+
+    @property
+    def runroot(self) -> Path:
+        return self.runroot_dir or self.state_dir / "storage-run"
+
+    @property
+    def configuration_dir(self) -> Path:
+        return self.config_dir or self.state_dir / "containers"
 
 
 class BuilderSettings(BackendSettings):
@@ -13,5 +160,5 @@ class BuilderSettings(BackendSettings):
 
     http: HttpSettings = HttpSettings(port=8002)
     kube: KubeSettings = KubeSettings()
-    # Where built images go, e.g. registry.example.com/ekiben.
-    image_repository: str = "127.0.0.1:5000/ekiben"
+    registry: TargetRegistrySettings = TargetRegistrySettings()
+    containers: ContainersSettings = ContainersSettings()

@@ -21,6 +21,8 @@ import httpx
 import nats
 import pytest
 
+from services.stack import Endpoints, Stack, registry_url
+from shared.devstack.oci import start_oci_registry
 from shared.devstack.process import tcp_open
 from shared.events import EVENT_STREAM
 from tests.integration.test_outbox import pushed
@@ -28,6 +30,8 @@ from tests.integration.test_outbox import pushed
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).parents[2]
+# What `ekiben up` prints on stdout once ready, in this order.
+URL_LINES = ("gateway", "dashboard", "registry")
 
 
 class Up:
@@ -47,7 +51,7 @@ class Up:
         )  # fmt: skip
         urls: dict[str, str] = {}
         assert self.proc.stdout is not None
-        while len(urls) < 2:
+        while set(urls) != set(URL_LINES):
             line = self.proc.stdout.readline()
             if not line:
                 self.proc.wait(timeout=30)
@@ -55,7 +59,7 @@ class Up:
                 raise AssertionError(f"ekiben up exited {self.proc.returncode}:\n{err}")
             self.lines.append(line)
             name, _, url = line.strip().partition(": ")
-            if name in ("gateway", "dashboard"):
+            if name in URL_LINES:
                 urls[name] = url
             assert time.monotonic() - begin < timeout, "not ready in time"
         return urls, time.monotonic() - begin
@@ -102,13 +106,19 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
         reporter.write_line(f"ekiben up: ready in {seconds:.1f}s")
     event = pushed("v1")
     try:
+        assert [line.partition(":")[0] for line in up.lines] == list(URL_LINES)
         state = up.state()
         service_urls: dict[str, str] = state["urls"]  # type: ignore[assignment]
         assert set(service_urls) == {"registry", "builder", "deployer", "gateway", "dashboard"}
+        assert state["registry"] == urls["registry"]
+        assert state["registry_url"] == f"http://{urls['registry']}"
         async with httpx.AsyncClient() as client:
             for name, url in service_urls.items():
                 ready = await client.get(f"{url}/readyz")
                 assert ready.status_code == 200, (name, ready.text)
+            # The OCI registry the builder pushes to answers the distribution API.
+            v2 = await client.get(f"http://{urls['registry']}/v2/")
+            assert v2.status_code == 200, v2.text
             page = await client.get(urls["dashboard"])
             assert page.status_code == 200
             assert page.text.count('<tr class="ready">') == 4
@@ -139,8 +149,10 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
 
     # Restart on the same data directory: everything is still there.
     again = Up(up.data_dir)
-    again.start()
+    again_urls, _ = again.start()
     try:
+        # Image references name the registry's port: it stays the same.
+        assert again_urls["registry"] == urls["registry"]
         state = again.state()
         assert await _logged(str(state["postgres_dsn"]), event.id)
         nc = await nats.connect(str(state["nats_url"]))
@@ -152,6 +164,34 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
         assert body == b"kept"
     finally:
         assert again.stop() == 0
+
+
+async def test_up_uses_an_external_registry_when_given_one(data_dir: Path) -> None:
+    registry = start_oci_registry(data_dir.parent / "external-registry")
+    try:
+        up = Up(data_dir, env={"EKIBEN_REGISTRY_URL": registry.host})
+        urls, _ = up.start()
+        try:
+            assert urls["registry"] == registry.host
+            assert up.state()["registry_url"] == registry.url
+            assert not (data_dir / "oci-registry").exists(), "no embedded registry"
+        finally:
+            assert up.stop() == 0
+    finally:
+        registry.stop()
+
+
+def test_the_builder_is_configured_with_the_registry(tmp_path: Path) -> None:
+    """What `ekiben up` hands the builder: push target, layer store, docker.io mirror."""
+    stack = Stack(tmp_path, gateway_port=0, dashboard_port=0)
+    endpoints = Endpoints("nats://n", "postgresql://p", "http://s3", "a", "s", "b", "http://r:1")
+    env, _ = stack.service_environment(endpoints)
+    assert env["EKIBEN_BUILDER_REGISTRY__URL"] == "http://r:1"
+    assert env["EKIBEN_BUILDER_CONTAINERS__STATE_DIR"] == str(tmp_path / "builder")
+    assert json.loads(env["EKIBEN_BUILDER_CONTAINERS__MIRRORS"]) == {"docker.io": ["r:1"]}
+    assert registry_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert registry_url("registry.example.com") == "https://registry.example.com"
+    assert registry_url("http://10.0.0.1:5000/") == "http://10.0.0.1:5000"
 
 
 async def _logged(dsn: str, event_id: str) -> bool:
