@@ -88,6 +88,13 @@ class BuildRequestedData(_Data):
     image_repository: str | None = Field(default=None, description="Override of the target")
     reason: Literal["bento.pushed", "manual", "deployment"] = "manual"
     requested_by: str | None = None
+    cluster: str | None = Field(
+        default=None, description="The cluster whose builder should act; None: any"
+    )
+    namespace: str | None = Field(
+        default=None, description="Where the Bento is wanted; None: the builder's own"
+    )
+    force: bool = Field(default=False, description="Build even if the image exists")
 
 
 class BuildRequested(Event):

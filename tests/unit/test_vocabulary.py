@@ -37,3 +37,22 @@ def test_a_crd_phase_is_the_shared_status_enum(
 def test_the_status_event_speaks_the_same_words() -> None:
     field = DeploymentStatusData.model_fields["status"]
     assert field.annotation is DeploymentStatus
+
+
+def test_bento_resource_names_are_dns_labels_and_never_collide() -> None:
+    import re  # noqa: PLC0415
+
+    from shared.contracts.builder import bento_resource_name  # noqa: PLC0415
+
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    assert bento_resource_name("default", "iris", "v1") == "default-iris-v1"
+    names = {
+        bento_resource_name("default", "iris_clf", "v1"),
+        bento_resource_name("default", "iris-clf", "v1"),
+        bento_resource_name("default", "iris.clf", "v1"),
+        bento_resource_name("default", "a" * 63, "b" * 63),
+        bento_resource_name("default", "a" * 63, "b" * 62),
+    }
+    assert len(names) == 5
+    for name in names:
+        assert label.match(name) and len(name) <= 63, name
