@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from shared.contracts.builder import bento_resource_name
 from shared.contracts.vocabulary import BuildStatus, DeploymentStatus
 from shared.events.types import DeploymentStatusData
 
@@ -40,10 +42,6 @@ def test_the_status_event_speaks_the_same_words() -> None:
 
 
 def test_bento_resource_names_are_dns_labels_and_never_collide() -> None:
-    import re  # noqa: PLC0415
-
-    from shared.contracts.builder import bento_resource_name  # noqa: PLC0415
-
     label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     assert bento_resource_name("default", "iris", "v1") == "default-iris-v1"
     names = {
@@ -55,4 +53,5 @@ def test_bento_resource_names_are_dns_labels_and_never_collide() -> None:
     }
     assert len(names) == 5
     for name in names:
-        assert label.match(name) and len(name) <= 63, name
+        assert label.match(name), name
+        assert len(name) <= 63, name
