@@ -625,8 +625,11 @@ def test_the_environment_parses_and_names_no_loopback_address(
 
 
 def test_ports_line_up(containers: dict[str, Container]) -> None:
+    # The default stack (no profile); a profile's services publish their own UIs.
     published: dict[str, list[tuple[int | None, int]]] = {
-        name: ports_of(name, spec) for name, spec in compose_services().items() if spec.get("ports")
+        name: ports_of(name, spec)
+        for name, spec in compose_services().items()
+        if spec.get("ports") and not spec.get("profiles")
     }
     # What `ekiben up` offers on the host (its --<service>-port options), compose publishes.
     up = cli_commands()["up"]
@@ -787,3 +790,120 @@ def test_named_volumes_are_declared() -> None:
                 assert source in declared, f"{name}: volume {source} is not declared"
                 used.add(source)
     assert declared == used, f"unused volumes: {sorted(declared - used)}"
+
+
+# --- tests: the observability profile ----------------------------------------------------
+
+PROFILES = {"observability"}
+OBSERVABILITY = ROOT / "deploy" / "observability"
+
+
+def bind_mounts(spec: Mapping[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of the service's bind mounts of repository files."""
+    mounts: dict[str, Path] = {}
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, target, *_ = [*str(volume).split(":"), ""]
+        if source.startswith("./"):
+            mounts[target] = (COMPOSE_FILE.parent / source).resolve()
+    return mounts
+
+
+def profiled(profile: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose_services().items() if profile in (s.get("profiles") or [])}
+
+
+def test_profiles_are_known_and_the_default_stack_never_needs_one() -> None:
+    services = compose_services()
+    for name, spec in services.items():
+        assert set(spec.get("profiles") or []) <= PROFILES, f"{name}: unknown profile"
+        if spec.get("profiles"):
+            continue
+        for dep in depends_on(spec):
+            assert not services[dep].get("profiles"), (
+                f"{name} (default stack) depends on {dep}, which only a profile starts"
+            )
+    assert set(profiled("observability")) >= {"prometheus", "grafana", "loki", "alloy"}
+
+
+def test_every_repository_file_a_service_mounts_exists() -> None:
+    for name, spec in compose_services().items():
+        for target, source in bind_mounts(spec).items():
+            assert source.exists(), f"{name}: mounts {source} at {target}: no such path"
+            assert ROOT in source.parents, f"{name}: {source} is outside the repository"
+
+
+def test_published_host_ports_do_not_collide() -> None:
+    seen: dict[int, str] = {}
+    for name, spec in compose_services().items():
+        for host, _ in ports_of(name, spec):
+            if host is None:
+                continue
+            assert host not in seen, f"{name} and {seen[host]} both publish port {host}"
+            seen[host] = name
+
+
+def test_prometheus_scrapes_every_service_on_its_port(containers: dict[str, Container]) -> None:
+    spec = compose_services()["prometheus"]
+    mounts = bind_mounts(spec)
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    targets: dict[str, str] = {}
+    for job in config["scrape_configs"]:
+        for group in job.get("static_configs") or []:
+            for target in group["targets"]:
+                if "component" in (group.get("labels") or {}):
+                    targets[group["labels"]["component"]] = target
+    expected = {
+        service: f"{container.name}:{container.http_port}"
+        for service, container in serving(containers).items()
+    }
+    assert targets == expected, "scrape each service's /metrics, labelled with its component"
+    for target in expected.values():
+        assert target.split(":")[0] in depends_on(spec), f"prometheus: depend on {target}"
+    # The rules it loads are the ones promtool tests (deploy/observability/prometheus/rules).
+    rule_dirs = {Path(pattern).parent.as_posix() for pattern in config["rule_files"]}
+    assert rule_dirs == {"/etc/prometheus/rules"}
+    assert mounts["/etc/prometheus/rules"] == OBSERVABILITY / "prometheus" / "rules"
+
+
+def test_grafana_is_provisioned_with_the_dashboards_and_data_sources() -> None:
+    spec = compose_services()["grafana"]
+    mounts = bind_mounts(spec)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == OBSERVABILITY / "grafana" / "provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "ekiben.yaml").read_text())
+    paths = {p["options"]["path"] for p in providers["providers"]}
+    assert len(paths) == 1
+    path = paths.pop()
+    assert mounts[path] == OBSERVABILITY / "grafana" / "dashboards", f"mount dashboards at {path}"
+    assert list(mounts[path].glob("*.json")), "no dashboards to provision"
+    sources = yaml.safe_load((provisioning / "datasources" / "ekiben.yaml").read_text())
+    by_type = {s["type"]: urlsplit(s["url"]) for s in sources["datasources"]}
+    services = compose_services()
+    for kind in ("prometheus", "loki"):
+        url = by_type[kind]
+        assert url.hostname in profiled("observability"), f"{kind} data source: {url.netloc}"
+        assert url.port is not None
+        assert target_port_ok(url.hostname, url.port, {}), f"{kind}: nothing on {url.netloc}"
+        assert url.hostname in depends_on(services["grafana"]), f"grafana: depend on {kind}"
+
+
+def test_the_log_shipper_reads_every_service_and_writes_to_loki(
+    containers: dict[str, Container],
+) -> None:
+    spec = compose_services()["alloy"]
+    config = bind_mounts(spec)["/etc/alloy/config.alloy"].read_text()
+    kept = re.search(r'com_docker_compose_service"\]\s*regex\s*=\s*"([^"]+)"', config)
+    assert kept, "the Alloy configuration keeps no compose service"
+    pattern = re.compile(kept.group(1))
+    for container in containers.values():
+        assert pattern.fullmatch(container.name), f"alloy ships no logs of {container.name}"
+    assert "/var/run/docker.sock" in {v.split(":")[1] for v in spec["volumes"] if ":" in v}
+    push = re.search(r'url\s*=\s*"(http://[^"]+)"', config)
+    assert push, "no Loki push URL"
+    url = urlsplit(push.group(1))
+    assert url.hostname == "loki" and url.port is not None
+    assert target_port_ok("loki", url.port, {})
+    assert "loki" in depends_on(spec)
