@@ -127,7 +127,9 @@ def test_the_defaults_render_the_whole_platform(rendered: dict[str, list[dict[st
     external = {d["kind"] for d in rendered["external"]}
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress", "ConfigMap"} <= external
     for values, found in rendered.items():
-        forbidden = {"Secret", "Certificate", "Issuer", "ClusterIssuer"} & {d["kind"] for d in found}
+        forbidden = {"Secret", "Certificate", "Issuer", "ClusterIssuer"} & {
+            d["kind"] for d in found
+        }
         forbidden |= {d["kind"] for d in found if "Webhook" in d["kind"]}
         assert not forbidden, f"{values}: {forbidden}"
 
@@ -143,8 +145,10 @@ def test_every_container_runs_the_one_image(
     assert len(images) == 1, f"version skew between components: {images}"
     if values == "external":
         assert images == {
-            "registry.example.com/platform/ekiben@sha256:"
-            "4b825dc642cb6eb9a060e54bf8d69288fbee4904e0d2c1b0a0b5c6d7e8f90123"
+            (
+                "registry.example.com/platform/ekiben@sha256:"
+                "4b825dc642cb6eb9a060e54bf8d69288fbee4904e0d2c1b0a0b5c6d7e8f90123"
+            )
         }
     commands = sorted(
         tuple(c["args"]) for _, spec in pod_specs(rendered[values]) for c in spec["containers"]
@@ -165,13 +169,18 @@ def test_every_variable_is_a_settings_field_and_secrets_come_from_secrets(
             key = env["name"]
             if key in PENDING_SETTINGS:
                 continue
-            entry = next((SERVICES[n] for n in names if key.startswith(SERVICES[n].env_prefix)), None)
+            entry = next(
+                (SERVICES[n] for n in names if key.startswith(SERVICES[n].env_prefix)), None
+            )
             assert entry is not None, f"{doc['metadata']['name']}: {key} is read by none of {names}"
             cls = entry.settings_class()
             parts = key[len(entry.env_prefix) :].lower().split("__")
             problem = resolve_env_key(cls, parts)
             assert problem is None, f"{doc['metadata']['name']}: {key}: {problem}"
-            secret = SecretStr in {field_type(cls, parts), *getattr(field_type(cls, parts), "__args__", ())}
+            secret = SecretStr in {
+                field_type(cls, parts),
+                *getattr(field_type(cls, parts), "__args__", ()),
+            }
             if secret:
                 assert set(env) == {"name", "valueFrom"}, f"{key}: a secret given as a value"
                 assert "secretKeyRef" in env["valueFrom"], f"{key}: not from a Secret"
@@ -251,7 +260,8 @@ def test_pods_are_restricted_probed_bounded_and_budgeted(
         assert spec["securityContext"]["runAsUser"] == 10001  # the image's user
         tokens = spec.get("automountServiceAccountToken")
         assert tokens is (component(doc) in KUBE_CLIENTS), f"{name}: token {tokens}"
-        assert not spec.get("hostNetwork") and not spec.get("hostPID")
+        assert not spec.get("hostNetwork")
+        assert not spec.get("hostPID")
         for container in spec["containers"]:
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, name
@@ -297,8 +307,9 @@ def test_service_accounts_and_network_policies(
     policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
     deny = next(p for n, p in policies.items() if n.endswith("default-deny"))
     assert deny["policyTypes"] == ["Ingress", "Egress"]
-    assert "ingress" not in deny and "egress" not in deny
-    for doc, spec in pod_specs(docs):
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    for doc, _ in pod_specs(docs):
         labels = doc["spec"]["template"]["metadata"]["labels"]
         selected = [
             n for n, p in policies.items()
@@ -353,7 +364,8 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]], valu
         for rule in d.get("rules", []) if d["kind"] in {"Role", "ClusterRole"} else []:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"{d['metadata']['name']}: wildcard {key}"
-            assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"]
+            assert "escalate" not in rule["verbs"]
+            assert "bind" not in rule["verbs"]
             assert "impersonate" not in rule["verbs"]
     builder, deployer = rules_of(docs, "builder"), rules_of(docs, "deployer")
     assert allowed(builder, "batch", "jobs", "create")
@@ -370,7 +382,8 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]], valu
         ("networking.k8s.io", "ingresses"), ("serving.ekiben.dev", "bentodeployments/status"),
     ):  # fmt: skip
         assert allowed(deployer, group, resource, "patch"), f"deployer: {resource}"
-    assert allowed(deployer, "", "pods", "watch") and not allowed(deployer, "", "pods", "delete")
+    assert allowed(deployer, "", "pods", "watch")
+    assert not allowed(deployer, "", "pods", "delete")
     assert not allowed(deployer, "resources.ekiben.dev", "bentos", "create")
     assert not allowed(deployer, "batch", "jobs", "create")
     assert not allowed(deployer, "", "secrets", "list"), "the deployer cannot enumerate Secrets"
@@ -413,7 +426,9 @@ def test_every_crd_and_dashboard_is_in_the_chart() -> None:
 
 def test_the_rule_object_holds_the_rule_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
     rule = by_kind(rendered["external"], "PrometheusRule")[0]
-    source = yaml.safe_load((OBSERVABILITY / "prometheus" / "rules" / "ekiben.rules.yaml").read_text())
+    source = yaml.safe_load(
+        (OBSERVABILITY / "prometheus" / "rules" / "ekiben.rules.yaml").read_text()
+    )
     assert rule["spec"]["groups"] == source["groups"]
     maps = by_kind(rendered["external"], "ConfigMap")
     for cm in maps:

@@ -55,7 +55,9 @@ def otelcol_binary() -> Path:
 
 
 def operator_crds() -> list[Path]:
-    directory = tools_dir() / f"prometheus-operator-crds-{versions()['PROMETHEUS_OPERATOR_VERSION']}"
+    directory = (
+        tools_dir() / f"prometheus-operator-crds-{versions()['PROMETHEUS_OPERATOR_VERSION']}"
+    )
     if not (directory / ".complete").exists():
         unavailable(f"{directory} missing: run `bash {BUILD_SCRIPT} operator-crds`")
     return sorted(directory.glob("*.yaml"))

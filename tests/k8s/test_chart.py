@@ -22,7 +22,6 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +78,14 @@ class Api:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(  # noqa: S310 - the test API server
+        request = urllib.request.Request(
             self.plane.server_url + path,
             data=None if body is None else json.dumps(body).encode(),
             method=method,
             headers=headers,
         )
         try:
-            with urllib.request.urlopen(request, context=self.context, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, context=self.context, timeout=30) as response:
                 return Answer(
                     response.status,
                     json.loads(response.read() or b"{}"),
@@ -140,7 +139,11 @@ def admin(kube_control_plane: KubeControlPlane) -> Api:
 
 
 def namespace_manifest(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": RESTRICTED},
+    }
 
 
 def restrict(api: Api, namespace: str) -> None:
@@ -156,7 +159,9 @@ def apply(
     api: Api, discovery: Discovery, doc: dict[str, Any], namespace: str, *, dry_run: bool
 ) -> Answer:
     meta = doc["metadata"]
-    collection = discovery.collection(doc["apiVersion"], doc["kind"], meta.get("namespace", namespace))
+    collection = discovery.collection(
+        doc["apiVersion"], doc["kind"], meta.get("namespace", namespace)
+    )
     query = "fieldManager=ekiben-chart-test&force=true" + ("&dryRun=All" if dry_run else "")
     return api.call(
         "PATCH",
@@ -183,7 +188,8 @@ def test_the_api_server_accepts_every_rendered_object(
         assert answer.status in (200, 201), f"{where}: {answer.status} {answer.body}"
         assert answer.warnings == [], f"{where}: {answer.warnings}"
         kinds.add(doc["kind"])
-    assert "CustomResourceDefinition" in kinds and "Deployment" in kinds
+    assert "CustomResourceDefinition" in kinds
+    assert "Deployment" in kinds
     if values == "external":
         assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress"} <= kinds
 
@@ -191,7 +197,11 @@ def test_the_api_server_accepts_every_rendered_object(
 @pytest.mark.parametrize(
     ("sets", "kind", "field"),
     [
-        (("metrics.podMonitor.enabled=true", "metrics.podMonitor.interval=30 seconds"), "PodMonitor", "interval"),
+        (
+            ("metrics.podMonitor.enabled=true", "metrics.podMonitor.interval=30 seconds"),
+            "PodMonitor",
+            "interval",
+        ),
         (("gateway.service.type=Loadbalancer",), "Service", "spec.type"),
     ],
 )
@@ -232,13 +242,16 @@ class Installed:
 
 
 @pytest.fixture
-def installed(helm: Path, admin: Api, kube_namespace: str) -> Iterator[Installed]:
+def installed(helm: Path, admin: Api, kube_namespace: str) -> Installed:
     """The chart's accounts and RBAC really created (default values: the release namespace
     is the watched one), a registry Secret and another Secret, and a token per account."""
     docs = render(
         helm,
         namespace=kube_namespace,
-        sets=("imageRegistry.url=https://registry.example.com", "imageRegistry.dockerConfigSecret=regcred"),
+        sets=(
+            "imageRegistry.url=https://registry.example.com",
+            "imageRegistry.dockerConfigSecret=regcred",
+        ),
     )
     discovery = Discovery(admin)
     accounts: dict[str, str] = {}
@@ -247,12 +260,14 @@ def installed(helm: Path, admin: Api, kube_namespace: str) -> Iterator[Installed
             answer = apply(admin, discovery, doc, kube_namespace, dry_run=False)
             assert answer.status in (200, 201), answer.body
             if doc["kind"] == "ServiceAccount":
-                accounts[doc["metadata"]["labels"]["app.kubernetes.io/component"]] = doc["metadata"]["name"]
+                accounts[doc["metadata"]["labels"]["app.kubernetes.io/component"]] = doc[
+                    "metadata"
+                ]["name"]
     secrets = f"/api/v1/namespaces/{kube_namespace}/secrets"
     admin.ok("POST", secrets, {
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
         "metadata": {"name": "regcred"},
-        "stringData": {".dockerconfigjson": '{"auths": {"registry.example.com": {"auth": "dTpw"}}}'},
+        "stringData": {".dockerconfigjson": '{"auths": {"registry.example.com": {}}}'},
     })  # fmt: skip
     admin.ok("POST", secrets, {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "someone-elses"},
@@ -267,7 +282,7 @@ def installed(helm: Path, admin: Api, kube_namespace: str) -> Iterator[Installed
              "spec": {"expirationSeconds": 3600}},
         )  # fmt: skip
         tokens[name] = review["status"]["token"]
-    yield Installed(kube_namespace, tokens, accounts)
+    return Installed(kube_namespace, tokens, accounts)
 
 
 def may(api: Api, verb: str, resource: str, *, group: str = "", namespace: str | None,
@@ -321,9 +336,9 @@ def test_the_builder_may_build_and_nothing_else(admin: Api, installed: Installed
         ("create", "leases", "coordination.k8s.io", "", ""),
         ("update", "leases", "coordination.k8s.io", "", "ekiben-builder"),
     ]:
-        assert may(builder, verb, resource, group=group, namespace=ns, subresource=sub, name=name), (
-            f"the builder cannot {verb} {resource}/{sub}"
-        )
+        assert may(
+            builder, verb, resource, group=group, namespace=ns, subresource=sub, name=name
+        ), f"the builder cannot {verb} {resource}/{sub}"
     # ... and what it must not do.
     for verb, resource, group, namespace, name in [
         ("create", "deployments", "apps", ns, ""),
@@ -381,7 +396,9 @@ def test_the_deployer_may_run_workloads_and_nothing_else(admin: Api, installed: 
         assert not may(deployer, verb, resource, group=group, namespace=namespace), (
             f"the deployer may {verb} {resource} in {namespace}"
         )
-    created = deployer.call("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("iris"))
+    created = deployer.call(
+        "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("iris")
+    )
     assert created.status == 201, created.body
     assert deployer.call("GET", "/api/v1/secrets").status == 403
     assert deployer.call("GET", f"/api/v1/namespaces/{ns}/secrets").status == 403
@@ -426,7 +443,9 @@ async def test_the_controllers_client_code_works_with_the_chart_tokens(
     for name in ("builder", "deployer"):
         directory = service_account_dir(tmp_path / name, plane, installed.tokens[name], ns)
         async with await api_client(
-            KubeSettings(kubeconfig=None, namespace=ns), service_account_dir=directory, environ=environ
+            KubeSettings(kubeconfig=None, namespace=ns),
+            service_account_dir=directory,
+            environ=environ,
         ) as api:
             elector = LeaderElector(
                 api, name=f"ekiben-{name}", namespace=ns, identity=f"{name}-0",
@@ -474,7 +493,13 @@ def test_watching_every_namespace_is_a_cluster_role(
     discovery = Discovery(admin)
     account = ""
     for doc in docs:
-        if doc["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}:
+        if doc["kind"] in {
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        }:
             assert apply(admin, discovery, doc, kube_namespace, dry_run=False).status in (200, 201)
             if doc["kind"] == "ServiceAccount" and doc["metadata"]["name"].endswith("-builder"):
                 account = doc["metadata"]["name"]

@@ -904,6 +904,7 @@ def test_the_log_shipper_reads_every_service_and_writes_to_loki(
     push = re.search(r'url\s*=\s*"(http://[^"]+)"', config)
     assert push, "no Loki push URL"
     url = urlsplit(push.group(1))
-    assert url.hostname == "loki" and url.port is not None
+    assert url.hostname == "loki"
+    assert url.port is not None
     assert target_port_ok("loki", url.port, {})
     assert "loki" in depends_on(spec)
