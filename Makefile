@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test venv k8s python-base format asyncapi bench
+.PHONY: up test venv k8s deploy-tools python-base format asyncapi bench
 
 up: venv  ## Run the whole stack on this machine (no Docker, no root)
 	$(BIN)/ekiben up
 
-test: venv k8s  ## Run every test against real NATS, PostgreSQL, S3 and Kubernetes
+test: venv k8s deploy-tools  ## Run every test against real NATS, PostgreSQL, S3 and Kubernetes
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 
 k8s:  ## Build (or find cached) kube-apiserver, etcd, controller-manager, scheduler, kwok
 	bash tests/k8s/build.sh
+
+deploy-tools:  ## Build (or find cached) helm and a minimal OTel Collector; fetch the Prometheus Operator CRDs
+	bash tests/deploy/build-tools.sh
 
 python-base:  ## Build (or find cached) the Python 3.11 base image bentos build FROM (root, ~1 min)
 	bash tests/images/python-base.sh >/dev/null
