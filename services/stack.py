@@ -8,8 +8,12 @@ HOST:PORT` on stdout, says on stderr where the admin API token is (`<data-dir>/a
 written by the gateway's first start), and writes `<data-dir>/stack.json` for other commands
 (`ekiben token create` reads it). The builder pushes to the registry, and looks for base
 images there first (a `docker.io` mirror), so a site without Docker Hub seeds it once.
-SIGINT or SIGTERM stops the services, then the dependencies, by process group. If a
-service dies, the stack stops and says which.
+SIGINT or SIGTERM stops the services, then the dependencies, by process group.
+
+A service that dies is restarted, after a backoff that doubles from 1 s up to 30 s, and
+`ekiben up` says so on stderr (`registry exited with -9; restarting in 1s (restart 1)`)
+and again once it is ready. Only a service that cannot stay up (5 exits within a
+minute) stops the stack, with the last lines of its log.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -95,6 +101,28 @@ def _port_free(port: int) -> bool:
     return True
 
 
+# A service that exits this many times within the window cannot stay up: the stack stops.
+MAX_EXITS = 5
+EXIT_WINDOW_SECONDS = 60.0
+RESTART_BACKOFF_SECONDS = (1.0, 30.0)  # the first wait, doubled per restart up to the last
+
+
+@dataclass
+class _Supervised:
+    """What the supervisor knows of one service: how to start it, and its recent exits."""
+
+    start: Callable[[], ManagedProcess]
+    ready_url: str
+    exits: deque[float] = field(default_factory=deque)
+    restarts: int = 0
+    restart_at: float | None = None  # when the pending restart is due
+    awaiting_ready: bool = False
+
+    def backoff(self) -> float:
+        first, most = RESTART_BACKOFF_SECONDS
+        return float(min(first * 2 ** max(len(self.exits) - 1, 0), most))
+
+
 def _say(message: str) -> None:
     sys.stderr.write(f"ekiben: {message}\n")
     sys.stderr.flush()
@@ -115,6 +143,9 @@ class Stack:
         self.dashboard_port = dashboard_port or free_port()
         self.servers: list[RunningServer] = []
         self.services: dict[str, ManagedProcess] = {}
+        self._supervised: dict[str, _Supervised] = {}
+        self._endpoints: Endpoints | None = None
+        self._urls: dict[str, str] = {}
         self._stop = threading.Event()
         self._lock_file: IO[str] | None = None
 
@@ -129,6 +160,7 @@ class Stack:
             self._take_lock()
             endpoints = self.start_dependencies()
             urls = self.start_services(endpoints)
+            self._endpoints, self._urls = endpoints, urls
             self._write_state(endpoints, urls)
             _say(f"ready in {time.monotonic() - begin:.1f}s (data in {self.data_dir})")
             self._say_admin_token()
@@ -159,14 +191,50 @@ class Stack:
             self._lock_file = None
 
     def _supervise(self) -> int:
+        """Restart services that die, until a signal or one that cannot stay up."""
         while not self._stop.wait(0.5):
-            for name, proc in self.services.items():
-                if not proc.alive():
-                    _say(f"{name} exited with {proc.returncode}; stopping the stack")
-                    _say(f"last lines of {proc.log_path}:\n{proc.log_tail(20)}")
+            for name in list(self.services):
+                if not self._watch(name, time.monotonic()):
                     return 1
         _say("stopping")
         return 0
+
+    def _watch(self, name: str, now: float) -> bool:
+        """One look at service `name`; False when it cannot stay up."""
+        proc, state = self.services[name], self._supervised[name]
+        if state.restart_at is not None:
+            if now >= state.restart_at:
+                self._restart(name, state)
+            return True
+        if proc.alive():
+            if state.awaiting_ready and http_ok(state.ready_url):
+                state.awaiting_ready = False
+                _say(f"{name} ready again (restart {state.restarts})")
+            return True
+        code = proc.returncode
+        proc.stop(timeout=5)  # whatever it left in its process group goes too
+        state.exits.append(now)
+        while state.exits and now - state.exits[0] > EXIT_WINDOW_SECONDS:
+            state.exits.popleft()
+        if len(state.exits) >= MAX_EXITS:
+            _say(
+                f"{name} exited with {code}, {len(state.exits)} times within"
+                f" {EXIT_WINDOW_SECONDS:.0f}s: it cannot stay up; stopping the stack"
+            )
+            _say(f"last lines of {proc.log_path}:\n{proc.log_tail(20)}")
+            return False
+        delay = state.backoff()
+        state.restarts += 1
+        state.restart_at = now + delay
+        _say(f"{name} exited with {code}; restarting in {delay:.0f}s (restart {state.restarts})")
+        return True
+
+    def _restart(self, name: str, state: _Supervised) -> None:
+        state.restart_at = None
+        state.awaiting_ready = True
+        self.services[name] = state.start()
+        if self._endpoints is not None:
+            self._write_state(self._endpoints, self._urls)  # its new PID
 
     def _take_lock(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +387,11 @@ class Stack:
                 os.environ.update(env)
                 entry.serve()
 
-            self.services[name] = ManagedProcess.fork(name, serve, log_path=logs / f"{name}.log")
+            # The supervisor restarts a service the same way: this process still has no
+            # other thread then (the dependency threads are joined before this point).
+            start = partial(ManagedProcess.fork, name, serve, log_path=logs / f"{name}.log")
+            self._supervised[name] = _Supervised(start=start, ready_url=f"{urls[name]}/readyz")
+            self.services[name] = start()
         deadline = time.monotonic() + 60
         for name, proc in self.services.items():
             remaining = max(1.0, deadline - time.monotonic())
@@ -353,9 +425,12 @@ class Stack:
             "registry": endpoints.registry_host,
             "registry_url": endpoints.registry_url,
         }
+        # Rewritten when a service restarts (its PID): replaced whole, never seen half-written.
         path = self.data_dir / "stack.json"
+        tmp = path.with_name(".stack.json.tmp")
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(state, out, indent=2)
+        tmp.replace(path)

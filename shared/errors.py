@@ -37,6 +37,13 @@ class EkibenError(Exception):
         return body
 
 
+class BadRequest(EkibenError):
+    """A request that cannot be read at all: a body that is not UTF-8, or too deeply nested."""
+
+    status = 400
+    code = "bad_request"
+
+
 class InvalidInput(EkibenError):
     status = 422
     code = "invalid"
@@ -127,6 +134,7 @@ ERRORS_BY_CODE: dict[str, type[EkibenError]] = {
     cls.code: cls
     for cls in (
         EkibenError,
+        BadRequest,
         InvalidInput,
         Unauthorized,
         Forbidden,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -14,9 +17,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import EkibenError
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    EkibenError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from shared.logging import get_logger
 from shared.telemetry import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
@@ -25,10 +39,19 @@ log = get_logger(__name__)
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query`, `path`, then the field")
+    msg: str
+
+
+class ErrorDetails(BaseModel):
+    errors: list[FieldError] = Field(description="Every problem found, the first one first")
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="The error's kind: invalid, unauthorized, not_found, ...")
     message: str = Field(description="What went wrong, for a person")
-    details: dict[str, Any] | None = None
+    details: ErrorDetails | None = None
     request_id: str | None = Field(default=None, description="Given for internal errors")
 
 
@@ -43,6 +66,7 @@ _ERROR_DESCRIPTIONS = {
     401: "No usable API token",
     403: "Not allowed for this token",
     404: "Not found",
+    405: "Method not allowed on this path",
     409: "Conflicts with the current state",
     413: "Request too large",
     422: "Invalid input",
@@ -56,6 +80,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS.get(status, "Error")}
         for status in statuses
     }
+
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class RequestContextMiddleware:
@@ -74,7 +101,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode()[:128] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id", b"").decode("latin-1")[:128]
+        # Kept in logs and the audit log: printable ASCII only, or one of our own.
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         start = time.perf_counter()
@@ -103,10 +132,76 @@ class RequestContextMiddleware:
                 )
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message, **extra}}
+        status_code=status,
+        content={"error": {"code": code, "message": message, **extra}},
+        headers=headers,
     )
+
+
+class RejectUnstorableUrl:
+    """A path or query holding a NUL (`%00`) is a 422 before any route sees it.
+
+    The URL's half of `shared.text`'s rule: PostgreSQL cannot store a NUL, and every
+    path and query value may end up in a query. Checked once here, after percent-decoding,
+    not parameter by parameter.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = _url_problem(scope)
+            if problem is not None:
+                await error_response(422, "invalid", problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _url_problem(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", ""):
+        return "path: NUL characters (%00) are not allowed in a URL"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "%00")
+                return f"query.{shown}: NUL characters (%00) are not allowed in a URL"
+    return None
+
+
+# The code of each status, as `EkibenError` subclasses name them, for errors raised by
+# the framework itself (unknown routes, methods, unparseable bodies).
+_CODES = {
+    cls.status: cls.code
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, InvalidInput)
+}
+_CODES |= {405: "method_not_allowed", 500: "internal", 503: Unavailable.code}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return f"http_{status}"
+
+
+def _http_error_message(request: Request, exc: HTTPException) -> str:
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"no such route: {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"method {request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    return str(exc.detail)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -128,6 +223,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         return error_response(422, "invalid", message, details={"errors": errors})
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        # Raised by the framework (no route, wrong method, a body it could not read): the
+        # same `{"error": ...}` shape as everything else, never `{"detail": ...}`.
+        assert isinstance(exc, HTTPException)
+        status = exc.status_code
+        code = _CODES.get(status) or _phrase(status)
+        return error_response(status, code, _http_error_message(request, exc), headers=exc.headers)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
         return error_response(
@@ -136,6 +239,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(EkibenError, on_ekiben_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -48,6 +48,7 @@ from shared.errors import Unavailable
 from shared.events import Event
 from shared.http import (
     ReadinessCheck,
+    RejectUnstorableUrl,
     RequestContextMiddleware,
     health_router,
     install_error_handlers,
@@ -290,6 +291,8 @@ def create_http_app(
     app.include_router(health_router(readiness or {}))
     for router in routers:
         app.include_router(router)
+    # Added last, so outermost: every answer, a refused URL's too, carries a request id.
+    app.add_middleware(RejectUnstorableUrl)
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
     return app
 

@@ -36,12 +36,13 @@ def register(runtime: BackendRuntime, blobs: BlobStore) -> Registry:
 
     pool: Callable[[], Pool] = lambda: runtime.pool  # noqa: E731 - read at call time
     janitor = BlobJanitor(pool, blobs, poll_seconds=settings.janitor_poll_seconds)
-    service = RegistryService(pool, blobs, on_blobs_queued=janitor.wake)
-
-    async def sweep() -> int:
-        return await service.fail_abandoned_uploads(settings.abandoned_upload_seconds)
-
-    janitor.periodic = sweep
+    service = RegistryService(
+        pool,
+        blobs,
+        on_blobs_queued=janitor.wake,
+        upload_grace_seconds=settings.upload_grace_seconds,
+    )
+    janitor.periodic = service.fail_abandoned_uploads
 
     answer = runtime.responders.add
     answer(reg.GET_REPOSITORY, service.get_repository)

@@ -584,14 +584,25 @@ async def update_version(
     )
 
 
-async def start_upload(conn: Db, version_id: int) -> None:
+async def start_upload(conn: Db, version_id: int, deadline: datetime) -> None:
     await conn.execute(
         """UPDATE versions
            SET upload_status = 'uploading', upload_started_at = clock_timestamp(),
                upload_finished_at = NULL, upload_finished_reason = '', upload_id = NULL,
-               updated_at = clock_timestamp()
+               upload_deadline = $2, updated_at = clock_timestamp()
            WHERE id = $1""",
         version_id,
+        deadline,
+    )
+
+
+async def extend_upload_deadline(conn: Db, version_id: int, deadline: datetime) -> None:
+    """Move the deadline of an upload in progress to `deadline`, never earlier."""
+    await conn.execute(
+        """UPDATE versions SET upload_deadline = greatest(upload_deadline, $2)
+           WHERE id = $1 AND upload_status = 'uploading'""",
+        version_id,
+        deadline,
     )
 
 
@@ -632,15 +643,16 @@ async def versions_of_repository(conn: Db, repository_id: int) -> list[VersionRo
     return [_version(row) for row in rows]
 
 
-async def abandoned_uploads(conn: Db, *, older_than_seconds: float, limit: int) -> list[int]:
-    """Versions uploading for longer than the limit, locked for the caller's transaction."""
+async def abandoned_uploads(conn: Db, *, now: datetime | None, limit: int) -> list[int]:
+    """Uploads in progress past their deadline (as of `now`, default the database's clock),
+    locked for the caller's transaction."""
     rows = await conn.fetch(
         """SELECT id FROM versions
            WHERE upload_status = 'uploading'
-             AND upload_started_at < clock_timestamp() - make_interval(secs => $1)
-           ORDER BY upload_started_at LIMIT $2
+             AND upload_deadline < coalesce($1::timestamptz, clock_timestamp())
+           ORDER BY upload_deadline LIMIT $2
            FOR UPDATE SKIP LOCKED""",
-        older_than_seconds,
+        now,
         limit,
     )
     return [row["id"] for row in rows]

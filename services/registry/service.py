@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.registry import repository as repo
@@ -177,10 +177,23 @@ class RegistryService:
         blobs: BlobStore,
         *,
         on_blobs_queued: Callable[[], None] = lambda: None,
+        upload_grace_seconds: float = 300.0,
     ) -> None:
         self._pool = pool
         self._blobs = blobs
         self._blobs_queued = on_blobs_queued
+        self._grace = timedelta(seconds=upload_grace_seconds)
+
+    def _deadline(self, url_expires_at: datetime) -> datetime:
+        """When an upload whose last URL expires at `url_expires_at` counts as abandoned."""
+        return url_expires_at + self._grace
+
+    async def _extend_deadline(self, row: VersionRow, presigned: Presigned) -> None:
+        if row.upload_status is UploadStatus.UPLOADING:
+            async with self._pool().acquire() as conn:
+                await repo.extend_upload_deadline(
+                    conn, row.id, self._deadline(presigned.expires_at)
+                )
 
     # --- repositories ----------------------------------------------------------------------
 
@@ -416,7 +429,9 @@ class RegistryService:
             await repo.cancel_object_deletion(conn, row.object_key)
             deletions = _abort_work(row, "superseded by a new upload")
             await repo.queue_blob_deletions(conn, deletions)
-            await repo.start_upload(conn, row.id)
+            # The client asks for its URLs next: each one signed extends the deadline.
+            expires = datetime.now(UTC) + timedelta(seconds=self._blobs.expiry_seconds)
+            await repo.start_upload(conn, row.id, self._deadline(expires))
             result = await repo.get_version_by_id(conn, row.id)
         self._after_queue(deletions)
         return result.contract()
@@ -426,6 +441,7 @@ class RegistryService:
         async with self._pool().acquire() as conn:
             row = await self._version_row(conn, ref)
         presigned = await self._blobs.presign_put(row.object_key)
+        await self._extend_deadline(row, presigned)
         return _presigned(presigned, row)
 
     async def presign_proxy_upload(self, ref: VersionRef) -> PresignedUrl:
@@ -436,6 +452,7 @@ class RegistryService:
             row = await self._version_row(conn, ref)
         _require_uploading(ref, row, hint="send start_upload first")
         presigned = await self._blobs.presign_put(row.object_key)
+        await self._extend_deadline(row, presigned)
         return _presigned(presigned, row)
 
     async def start_multipart(self, ref: VersionRef) -> Version:
@@ -469,6 +486,7 @@ class RegistryService:
         presigned = await self._blobs.presign_upload_part(
             row.object_key, req.upload_id, req.part_number
         )
+        await self._extend_deadline(row, presigned)
         return _presigned(presigned, row)
 
     async def complete_multipart(self, req: CompleteMultipart) -> Version:
@@ -553,21 +571,25 @@ class RegistryService:
 
     # --- housekeeping ----------------------------------------------------------------------
 
-    async def fail_abandoned_uploads(self, older_than_seconds: float, limit: int = 100) -> int:
-        """Mark uploads with no finish after `older_than_seconds` failed; queue their blobs."""
+    async def fail_abandoned_uploads(self, now: datetime | None = None, limit: int = 100) -> int:
+        """Mark failed the uploads past their deadline (as of `now`); queue their blobs.
+
+        The deadline is the expiry of the last URL handed out for the upload plus the
+        grace: no client can send a byte after it, so no finish is coming.
+        """
+        expiry, grace = self._blobs.expiry_seconds, self._grace.total_seconds()
+        reason = (
+            "upload abandoned: not finished while its upload URLs were valid"
+            f" ({expiry}s after each was issued, plus {grace:.0f}s)"
+        )
         async with self._pool().acquire() as conn, conn.transaction():
-            ids = await repo.abandoned_uploads(
-                conn, older_than_seconds=older_than_seconds, limit=limit
-            )
+            ids = await repo.abandoned_uploads(conn, now=now, limit=limit)
             deletions: list[BlobDeletion] = []
             for version_id in ids:
                 row = await repo.get_version_by_id(conn, version_id)
                 deletions += _fail_work(row, "upload abandoned")
                 await repo.finish_upload(
-                    conn,
-                    version_id,
-                    status=UploadStatus.FAILED,
-                    reason=f"upload abandoned: no finish within {older_than_seconds:.0f}s",
+                    conn, version_id, status=UploadStatus.FAILED, reason=reason
                 )
             await repo.queue_blob_deletions(conn, deletions)
         self._after_queue(deletions)

@@ -14,9 +14,10 @@ class RegistrySettings(BackendSettings):
 
     http: HttpSettings = HttpSettings(port=8001)
     s3: S3Settings = S3Settings()
-    # An upload with no finish for this long is abandoned: the version is marked failed and
-    # its partial object and open multipart upload are removed.
-    abandoned_upload_seconds: int = Field(default=24 * 3600, ge=60)
+    # An upload with no finish by the time the last URL handed out for it expires
+    # (`s3.presigned_url_expiry_seconds` after it was signed) plus this grace is abandoned:
+    # the version is marked failed and its partial object and multipart upload removed.
+    upload_grace_seconds: int = Field(default=300, ge=0)
     # How often the background task retries object-store deletions and sweeps abandoned
     # uploads (it also wakes at once after every commit that queues a deletion).
     janitor_poll_seconds: float = Field(default=30.0, gt=0)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.contracts.command import Command
+from shared.text import StorableText
 
 SERVICE = "registry"
 
@@ -54,6 +55,16 @@ class UploadStatus(enum.StrEnum):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Command(StorableText, _Model):
+    """A command's request: strict, and holding only text PostgreSQL can store, anywhere
+    in it (checked once, over the whole request, parts such as `Label` included).
+
+    Replies are plain `_Model`s: they come from the registry's database, which cannot hold
+    such text, and a check on every nested model of a page of versions would cost ten
+    times its validation.
+    """
 
 
 class Label(_Model):
@@ -127,13 +138,13 @@ class Scope(_Model):
     actor: str | None = None
 
 
-class RepositoryRef(_Model):
+class RepositoryRef(_Command):
     scope: Scope
     kind: Kind
     name: TagPart
 
 
-class VersionRef(_Model):
+class VersionRef(_Command):
     scope: Scope
     kind: Kind
     repository: TagPart
@@ -158,7 +169,7 @@ class UpdateRepository(RepositoryRef):
 SortKey = Literal["created_at", "build_at", "size", "name", "version"]
 
 
-class ListFilter(_Model):
+class ListFilter(_Command):
     """Filters shared by repository and version listings."""
 
     scope: Scope

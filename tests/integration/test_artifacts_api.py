@@ -53,6 +53,7 @@ REPOSITORY_KEYS = frozenset(
     {"uid", "created_at", "updated_at", "deleted_at", "name", "resource_type", "labels"}
 )
 ERROR_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",

@@ -1040,8 +1040,11 @@ async def test_abandoned_uploads_are_failed_and_cleaned(registry: Registry) -> N
     await registry.call("upload.start", ref)
     started: Version = await registry.call("upload.multipart.start", ref)
     assert started.upload_id is not None
-    assert await registry.service.fail_abandoned_uploads(3600) == 0
-    assert await registry.service.fail_abandoned_uploads(0) == 1
+    # Within the lifetime of its URLs (one hour and the grace): not abandoned yet.
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    assert await registry.service.fail_abandoned_uploads(soon) == 0
+    later = datetime.now(UTC) + timedelta(hours=1, minutes=6)
+    assert await registry.service.fail_abandoned_uploads(later) == 1
     version: Version = await registry.call("version.get", ref)
     assert version.upload_status is UploadStatus.FAILED
     assert version.upload_finished_reason.startswith("upload abandoned")

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -212,3 +213,66 @@ def _s3(endpoint: str):  # type: ignore[no-untyped-def]
         aws_access_key_id="ekiben",
         aws_secret_access_key="ekiben-secret",
     )
+
+
+def _differs(read: Callable[[], int], old: int) -> bool:
+    return read() != old
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not in time: {what}"
+        time.sleep(0.1)
+
+
+async def test_a_killed_service_is_restarted_and_one_that_cannot_stay_up_stops_the_stack(
+    data_dir: Path,
+) -> None:
+    up = Up(data_dir)
+    urls, _ = up.start()
+    token = (data_dir / "admin-token").read_text().strip()
+
+    def said(text: str) -> bool:
+        return text in up.stderr_path.read_text()
+
+    def registry_pid() -> int:
+        pids: dict[str, int] = up.state()["pids"]  # type: ignore[assignment]
+        return pids["registry"]
+
+    try:
+        before: dict[str, int] = up.state()["pids"]  # type: ignore[assignment]
+        os.kill(before["registry"], signal.SIGKILL)
+        _wait_for(lambda: said("registry exited with -9; restarting in 1s (restart 1)"), "notice")
+        _wait_for(lambda: said("registry ready again (restart 1)"), "the restarted registry")
+        after: dict[str, int] = up.state()["pids"]  # type: ignore[assignment]
+        assert after["registry"] != before["registry"]
+        assert {n: p for n, p in after.items() if n != "registry"} == {
+            n: p for n, p in before.items() if n != "registry"
+        }  # nothing else was touched
+        # The gateway reaches the new registry: a call that is a registry command.
+        async with httpx.AsyncClient(timeout=30) as client:
+            listed = await client.get(
+                f"{urls['gateway']}/api/v1/bentos", headers={"X-YATAI-API-TOKEN": token}
+            )
+        assert listed.status_code == 200, listed.text
+        assert up.proc is not None
+        assert up.proc.poll() is None
+
+        # A service that keeps dying (5 exits within a minute) stops the stack.
+        for restart in range(2, 6):
+            pid = registry_pid()
+            os.kill(pid, signal.SIGKILL)
+            if restart < 5:
+                notice = f"(restart {restart})\n"
+                _wait_for(partial(said, notice), f"restart {restart}")
+                _wait_for(partial(_differs, registry_pid, pid), f"registry {restart} started")
+        _wait_for(lambda: up.proc is not None and up.proc.poll() is not None, "the stop")
+        assert said("registry exited with -9, 5 times within 60s: it cannot stay up")
+    finally:
+        code = up.stop()
+    assert code == 1
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(up.data_dir)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftovers == [], "children left running after stop"

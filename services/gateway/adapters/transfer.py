@@ -8,7 +8,7 @@ whatever the size.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 
 import httpx
 
@@ -25,8 +25,8 @@ class Transfers:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def put(self, url: str, body: AsyncIterator[bytes], length: int) -> None:
-        """Stream `length` bytes of `body` to a presigned PUT URL."""
+    async def put(self, url: str, body: AsyncIterable[bytes], length: int) -> str | None:
+        """Stream `length` bytes of `body` to a presigned PUT URL; the store's ETag."""
         try:
             response = await self._client.put(
                 url, content=body, headers={"Content-Length": str(length)}
@@ -38,6 +38,8 @@ class Transfers:
                 f"object store refused the upload: HTTP {response.status_code} "
                 f"{response.text[:200]}"
             )
+        etag: str | None = response.headers.get("etag")
+        return etag
 
     async def open_get(self, url: str) -> httpx.Response:
         """Start a presigned GET; the caller streams `aiter_raw()` and closes it."""

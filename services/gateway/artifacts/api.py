@@ -15,14 +15,13 @@ without holding the body).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from services.gateway.artifacts.schemas import (
     SCHEMAS,
@@ -35,7 +34,14 @@ from services.gateway.artifacts.schemas import (
     version_with_repository_schema,
 )
 from services.gateway.artifacts.service import Listing
+from services.gateway.artifacts.upload import CountedBody, declared_digests
 from services.gateway.audit.service import audit
+from services.gateway.guard import (
+    JSON_BODY_BYTES,
+    MANIFEST_BODY_BYTES,
+    GatewayRoute,
+    body_limit,
+)
 from services.gateway.identity.auth import Principal, Role, current_principal, require_role
 from services.gateway.schemas import ListSchema
 from services.gateway.settings import GatewaySettings
@@ -43,7 +49,12 @@ from shared.bus import RpcClient
 from shared.bus.rpc import invalid_input
 from shared.contracts import registry as reg
 from shared.contracts.command import Command
-from shared.errors import Conflict, EkibenError, InvalidInput, TooLarge
+from shared.errors import Conflict, EkibenError, InvalidInput
+from shared.http import error_responses
+from shared.logging import get_logger
+from shared.text import StorableText
+
+log = get_logger(__name__)
 
 # Relayed downloads move in 1 MiB pieces: the per-chunk cost of the ASGI stack, not the
 # bytes, bounds a proxied pull when chunks are as small as a socket read.
@@ -53,6 +64,18 @@ M = TypeVar("M", bound=BaseModel)
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
 
+# BentoML's tag rules, declared for clients and fuzzers; the registry enforces them (with
+# a message saying what a name may hold).
+_TAG_SCHEMA: dict[str, JsonValue] = {"pattern": reg.TAG_PART.pattern, "maxLength": 63}
+TagName = Annotated[str, Path(description="The repository's name.", json_schema_extra=_TAG_SCHEMA)]
+TagVersion = Annotated[
+    str,
+    Path(
+        description="The version, or `latest` for the newest uploaded one.",
+        json_schema_extra=_TAG_SCHEMA,
+    ),
+]
+
 Reader = Annotated[Principal, Depends(current_principal)]
 Writer = Annotated[Principal, Depends(require_role(Role.DEVELOPER))]
 ListingQuery = Annotated[Listing, Depends()]
@@ -61,58 +84,70 @@ ListingQuery = Annotated[Listing, Depends()]
 # --- request bodies (lenient: the client sends more than we need) --------------------------
 
 
-class _Body(BaseModel):
+class _Body(StorableText):
+    """Lenient (the client sends more than we need), and only text PostgreSQL can store."""
+
     model_config = ConfigDict(extra="ignore")
 
 
+# The registry's limits, declared here too so that the OpenAPI document says what is
+# accepted; names are checked by the registry, whose message says what a name may hold.
+_Description = Annotated[str | None, Field(max_length=reg.MAX_DESCRIPTION_CHARS)]
+_PartNumber = Annotated[int, Field(ge=1, le=reg.MULTIPART_MAX_PARTS)]
+
+
 class LabelBody(_Body):
-    key: str
-    value: str
+    key: str = Field(min_length=1, max_length=255)
+    value: str = Field(max_length=1024)
+
+
+_Labels = Annotated[list[LabelBody] | None, Field(max_length=reg.MAX_LABELS)]
 
 
 class CreateRepositoryBody(_Body):
-    name: str
-    description: str | None = ""
-    labels: list[LabelBody] | None = None
+    name: str = Field(json_schema_extra=_TAG_SCHEMA)
+    description: _Description = ""
+    labels: _Labels = None
 
 
 class UpdateRepositoryBody(_Body):
-    description: str | None = None
-    labels: list[LabelBody] | None = None
+    description: _Description = None
+    labels: _Labels = None
 
 
 class CreateVersionBody(_Body):
-    version: str
-    description: str | None = ""
+    version: str = Field(json_schema_extra=_TAG_SCHEMA)
+    description: _Description = ""
     manifest: dict[str, Any] | None = None
-    labels: list[LabelBody] | None = None
+    labels: _Labels = None
+    # The client's naive UTC "YYYY-MM-DD HH:MM:SS.ffffff", or RFC 3339.
     build_at: str | None = None
 
 
 class UpdateVersionBody(_Body):
-    description: str | None = None
+    description: _Description = None
     manifest: dict[str, Any] | None = None
-    labels: list[LabelBody] | None = None
+    labels: _Labels = None
 
 
 class PresignPartBody(_Body):
-    upload_id: str
-    part_number: int
+    upload_id: str = Field(min_length=1)
+    part_number: _PartNumber
 
 
 class PartBody(_Body):
-    part_number: int
-    etag: str
+    part_number: _PartNumber
+    etag: str = Field(min_length=1)
 
 
 class CompleteMultipartBody(_Body):
-    upload_id: str
-    parts: list[PartBody] = Field(default_factory=list)
+    upload_id: str = Field(min_length=1)
+    parts: list[PartBody] = Field(default_factory=list, max_length=reg.MULTIPART_MAX_PARTS)
 
 
 class FinishUploadBody(_Body):
     status: Literal["success", "failed"]
-    reason: str | None = ""
+    reason: str | None = Field(default="", max_length=4096)
 
 
 # --- the routes ----------------------------------------------------------------------------
@@ -155,7 +190,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     plural = f"{kind.value}s"
     base = f"/api/v1/{kind.value}_repositories"
     item = f"{base}/{{name}}/{plural}/{{version}}"
-    router = APIRouter(tags=[plural])
+    router = APIRouter(tags=[plural], route_class=GatewayRoute)
     schemas = SCHEMAS[kind]
     Version = schemas.version  # noqa: N806 - the answer classes of this kind
     Repository = schemas.repository  # noqa: N806
@@ -199,6 +234,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         return ListSchema[Any](start=page.start, count=page.count, total=page.total, items=items)
 
     @router.post(base, response_model=Repository)
+    @body_limit(MANIFEST_BODY_BYTES)  # a description may be 3 MiB
     async def create_repository(
         request: Request, principal: Writer, body: CreateRepositoryBody
     ) -> BaseModel:
@@ -223,14 +259,15 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         return repository_schema(repository, _strategy(request))
 
     @router.get(f"{base}/{{name}}", response_model=Repository)
-    async def get_repository(request: Request, principal: Reader, name: str) -> BaseModel:
+    async def get_repository(request: Request, principal: Reader, name: TagName) -> BaseModel:
         command = on_repository(reg.RepositoryRef, principal, name)
         repository = await _call(request, reg.GET_REPOSITORY, command)
         return repository_schema(repository, _strategy(request))
 
     @router.patch(f"{base}/{{name}}", response_model=Repository)
+    @body_limit(MANIFEST_BODY_BYTES)
     async def update_repository(
-        request: Request, principal: Writer, name: str, body: UpdateRepositoryBody
+        request: Request, principal: Writer, name: TagName, body: UpdateRepositoryBody
     ) -> BaseModel:
         command = on_repository(
             reg.UpdateRepository,
@@ -246,9 +283,9 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         )  # fmt: skip
         return repository_schema(repository, _strategy(request))
 
-    @router.delete(f"{base}/{{name}}")
+    @router.delete(f"{base}/{{name}}", responses=error_responses(409))
     async def delete_repository(
-        request: Request, principal: Writer, name: str
+        request: Request, principal: Writer, name: TagName
     ) -> RepositoryDeletedSchema:
         command = on_repository(reg.RepositoryRef, principal, name)
         result = await _call(request, reg.DELETE_REPOSITORY, command)
@@ -291,14 +328,17 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.get(f"{base}/{{name}}/{plural}", response_model=ListSchema[WithRepository])  # type: ignore[valid-type]
     async def list_repository_versions(
-        request: Request, principal: Reader, name: str, listing: ListingQuery
+        request: Request, principal: Reader, name: TagName, listing: ListingQuery
     ) -> ListSchema[Any]:
         # An unknown repository is a 404, not an empty page: the registry checks that.
         return await list_versions(request, principal, name, listing, 20)
 
-    @router.post(f"{base}/{{name}}/{plural}", response_model=Version)
+    @router.post(
+        f"{base}/{{name}}/{plural}", response_model=Version, responses=error_responses(409)
+    )
+    @body_limit(MANIFEST_BODY_BYTES)
     async def create_version(
-        request: Request, principal: Writer, name: str, body: CreateVersionBody
+        request: Request, principal: Writer, name: TagName, body: CreateVersionBody
     ) -> BaseModel:
         command = _command(
             reg.CreateVersion,
@@ -319,7 +359,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.get(item, response_model=WithRepository)
     async def get_version(
-        request: Request, principal: Reader, name: str, version: str
+        request: Request, principal: Reader, name: TagName, version: TagVersion
     ) -> BaseModel:
         # The client needs the repository beside the version: one command brings both.
         command = on_version(reg.GetVersion, principal, name, version, include_repository=True)
@@ -328,8 +368,13 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         return version_with_repository_schema(found, found.repository_detail, _strategy(request))
 
     @router.patch(item, response_model=Version)
+    @body_limit(MANIFEST_BODY_BYTES)
     async def update_version(
-        request: Request, principal: Writer, name: str, version: str, body: UpdateVersionBody
+        request: Request,
+        principal: Writer,
+        name: TagName,
+        version: TagVersion,
+        body: UpdateVersionBody,
     ) -> BaseModel:
         command = on_version(
             reg.UpdateVersion,
@@ -344,9 +389,9 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         await audit(request, principal, f"{kind.value}.update", kind.value, f"{name}:{version}", {})
         return answer(request, updated)
 
-    @router.delete(item)
+    @router.delete(item, responses=error_responses(409))
     async def delete_version(
-        request: Request, principal: Writer, name: str, version: str
+        request: Request, principal: Writer, name: TagName, version: TagVersion
     ) -> VersionDeletedSchema:
         ref = version_ref(principal, name, version)
         result = await _call(request, reg.DELETE_VERSION, ref)
@@ -357,7 +402,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/start_upload", response_model=Version)
     async def start_upload(
-        request: Request, principal: Writer, name: str, version: str
+        request: Request, principal: Writer, name: TagName, version: TagVersion
     ) -> BaseModel:
         started = await _call(request, reg.START_UPLOAD, version_ref(principal, name, version))
         await audit(
@@ -367,7 +412,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/presign_upload_url", response_model=Version)
     async def presign_upload_url(
-        request: Request, principal: Writer, name: str, version: str
+        request: Request, principal: Writer, name: TagName, version: TagVersion
     ) -> BaseModel:
         ref = version_ref(principal, name, version)
         signed = await _call(request, reg.PRESIGN_UPLOAD, ref)
@@ -375,7 +420,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/start_multipart_upload", response_model=Version)
     async def start_multipart_upload(
-        request: Request, principal: Writer, name: str, version: str
+        request: Request, principal: Writer, name: TagName, version: TagVersion
     ) -> BaseModel:
         ref = version_ref(principal, name, version)
         started = await _call(request, reg.START_MULTIPART, ref)
@@ -387,7 +432,11 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/presign_multipart_upload_url", response_model=Version)
     async def presign_multipart_upload_url(
-        request: Request, principal: Writer, name: str, version: str, body: PresignPartBody
+        request: Request,
+        principal: Writer,
+        name: TagName,
+        version: TagVersion,
+        body: PresignPartBody,
     ) -> BaseModel:
         command = on_version(
             reg.PresignPart,
@@ -402,7 +451,11 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/complete_multipart_upload", response_model=Version)
     async def complete_multipart_upload(
-        request: Request, principal: Writer, name: str, version: str, body: CompleteMultipartBody
+        request: Request,
+        principal: Writer,
+        name: TagName,
+        version: TagVersion,
+        body: CompleteMultipartBody,
     ) -> BaseModel:
         command = on_version(
             reg.CompleteMultipart,
@@ -420,10 +473,25 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         )  # fmt: skip
         return answer(request, completed)
 
-    @router.patch(f"{item}/finish_upload", response_model=Version)
+    @router.patch(
+        f"{item}/finish_upload",
+        response_model=Version,
+        openapi_extra=_json_request_body(FinishUploadBody),
+    )
+    @body_limit(JSON_BODY_BYTES)
     async def finish_upload(
-        request: Request, principal: Writer, name: str, version: str, body: FinishUploadBody
+        request: Request, principal: Writer, name: TagName, version: TagVersion
     ) -> BaseModel:
+        # Validated here, not by FastAPI: the client takes any refusal of this call as a
+        # failed push, so a refused body must fail the upload too, not leave it uploading.
+        try:
+            body = FinishUploadBody.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            refused = _body_error(exc)
+            await fail_upload(
+                request, principal, name, version, f"finish_upload refused: {refused.message}"
+            )
+            raise refused from None
         command = on_version(
             reg.FinishUpload,
             principal,
@@ -439,29 +507,46 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         )  # fmt: skip
         return answer(request, finished)
 
-    @router.put(f"{item}/upload", response_model=Version)
-    async def proxy_upload(
-        request: Request, principal: Writer, name: str, version: str
-    ) -> BaseModel:
+    async def fail_upload(
+        request: Request, principal: Principal, name: str, version: str, reason: str
+    ) -> None:
+        """Mark the upload failed with `reason`, if one is in progress; never raises."""
+        try:
+            command = on_version(
+                reg.FinishUpload, principal, name, version, status="failed", reason=reason[:4096]
+            )
+            await _call(request, reg.FINISH_UPLOAD, command)
+        except EkibenError as exc:
+            # No such version, nothing in progress, or the registry is away (its sweep
+            # fails the upload once its URLs have expired).
+            log.info("gateway.upload.not_failed", tag=f"{name}:{version}", error=exc.message)
+
+    def upload_limit(request: Request) -> int:
         settings: GatewaySettings = request.app.state.runtime.settings
-        length = _content_length(request, settings.max_upload_bytes)
+        return settings.max_upload_bytes
+
+    @router.put(f"{item}/upload", response_model=Version, openapi_extra=_UPLOAD_BODY)
+    @body_limit(upload_limit, streamed=True)
+    async def proxy_upload(
+        request: Request, principal: Writer, name: TagName, version: TagVersion
+    ) -> BaseModel:
+        length = _content_length(request)
+        declared = declared_digests(request)
         ref = version_ref(principal, name, version)
         # Refused before any byte reaches the store unless an upload is in progress.
         signed = await _call(request, reg.PRESIGN_PROXY_UPLOAD, ref)
-        digest = hashlib.sha256()
-
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in request.stream():
-                digest.update(chunk)
-                yield chunk
-
+        body = CountedBody(request, length)
         try:
-            await request.app.state.transfers.put(signed.url, body(), length)
-        except EkibenError as exc:
-            failed = on_version(
-                reg.FinishUpload, principal, name, version, status="failed", reason=exc.message
-            )
-            await _call(request, reg.FINISH_UPLOAD, failed)
+            etag = await request.app.state.transfers.put(signed.url, body, length)
+            body.check(declared, etag)
+        except Exception as exc:
+            # Whatever broke first (the client, its body, the store), the upload failed,
+            # and the partial object goes with it (the registry queues its deletion).
+            error = body.failure or exc
+            reason = error.message if isinstance(error, EkibenError) else repr(error)
+            await fail_upload(request, principal, name, version, reason)
+            if body.failure is not None:
+                raise body.failure from None
             raise
         # The client sends no finish_upload after a proxied PUT: the gateway finishes it.
         done = on_version(
@@ -471,7 +556,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
             version,
             status="success",
             expected_size=length,
-            sha256=digest.hexdigest(),
+            sha256=body.sha256,
         )
         finished = await _call(request, reg.FINISH_UPLOAD, done)
         await audit(
@@ -482,7 +567,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     @router.patch(f"{item}/presign_download_url", response_model=Version)
     async def presign_download_url(
-        request: Request, principal: Reader, name: str, version: str
+        request: Request, principal: Reader, name: TagName, version: TagVersion
     ) -> BaseModel:
         ref = version_ref(principal, name, version)
         # The registry refuses a version with no finished upload (the client's only
@@ -491,9 +576,13 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         url = signed.url if _strategy(request) == "presigned_url" else ""
         return answer(request, signed.version, download_url=url)
 
-    @router.get(f"{item}/download")
+    @router.get(
+        f"{item}/download",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-tar": {"schema": _BINARY}}}},
+    )
     async def proxy_download(
-        request: Request, principal: Reader, name: str, version: str
+        request: Request, principal: Reader, name: TagName, version: TagVersion
     ) -> StreamingResponse:
         ref = version_ref(principal, name, version)
         signed = await _call(request, reg.PRESIGN_DOWNLOAD, ref)
@@ -514,14 +603,45 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     return router
 
 
-def _content_length(request: Request, limit: int) -> int:
+def _content_length(request: Request) -> int:
+    """The declared size (the route's limit was checked before the handler ran)."""
     raw = request.headers.get("content-length")
-    if raw is None or not raw.isdigit():
+    if raw is None or not raw.strip().isdigit():
         raise InvalidInput("a proxied upload needs a Content-Length header")
-    length = int(raw)
-    if length > limit:
-        raise TooLarge(f"upload of {length} bytes exceeds the limit of {limit} bytes")
-    return length
+    return int(raw)
+
+
+_BINARY = {"type": "string", "format": "binary"}
+# The proxied upload's body is the archive's bytes, declared for clients and fuzzers.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": _BINARY}},
+    }
+}
+
+
+def _json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that validates its JSON body itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _json_body(request: Request) -> Any:
+    """The parsed JSON body (`GatewayRoute` has read and parsed it), or None without one."""
+    content_type = request.headers.get("content-type", "")
+    if not await request.body() or "json" not in content_type.lower():
+        return None
+    return await request.json()
+
+
+def _body_error(exc: ValidationError) -> InvalidInput:
+    """A body that does not validate, as FastAPI would report it (`body.<field>: ...`)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    located = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in errors]
+    first = located[0] if located else {"loc": ["body"], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    return InvalidInput(f"{where}: {first['msg']}", details={"errors": located})
 
 
 def _parse_build_at(raw: str | None) -> datetime | None:

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, Query
 
 from services.gateway.audit import service as audit
 from services.gateway.audit.schemas import AuditRecordSchema, audit_record_schema
+from services.gateway.guard import GatewayRoute
 from services.gateway.identity.auth import AdminPrincipal, Database
 from services.gateway.schemas import ListSchema, Page, list_schema, paging
 
-router = APIRouter()
+router = APIRouter(route_class=GatewayRoute)
 Paging = Annotated[Page, Depends(paging())]
 
 

@@ -22,9 +22,10 @@ from importlib.metadata import version as package_version
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from services.gateway.audit.service import audit
+from services.gateway.guard import GatewayRoute
 from services.gateway.identity import service as identity
 from services.gateway.identity.auth import (
     AdminPrincipal,
@@ -37,6 +38,7 @@ from services.gateway.identity.auth import (
 )
 from services.gateway.identity.models import (
     FULL_ACCESS_SCOPE,
+    NAME_PATTERN,
     ApiToken,
     IssuedToken,
     Role,
@@ -58,19 +60,22 @@ from services.gateway.identity.schemas import (
 from services.gateway.schemas import ListSchema, Page, list_schema, paging
 from shared.db import Connection, Pool
 from shared.errors import Forbidden, NotFound
+from shared.http import error_responses
+from shared.text import StorableText
 
-router = APIRouter()
+router = APIRouter(route_class=GatewayRoute)
 Paging = Annotated[Page, Depends(paging())]
 
 
-class _Body(BaseModel):
-    # The client may send fields we do not use; they are not an error.
+class _Body(StorableText):
+    # The client may send fields we do not use; they are not an error. Text anywhere in a
+    # body must be text PostgreSQL can store (`shared.text`).
     model_config = ConfigDict(extra="ignore")
 
 
 class CreateApiTokenBody(_Body):
-    name: str
-    description: str | None = None
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = Field(default=None, max_length=4096)
     scopes: list[str] | None = None
     # The bentoml client sends a naive local time ("YYYY-MM-DD HH:MM:SS.ffffff"): read as UTC.
     expired_at: datetime | None = None
@@ -82,10 +87,11 @@ class AddMembersBody(_Body):
 
 
 class CreateUserBody(_Body):
-    name: str
-    email: str = ""
-    first_name: str = ""
-    last_name: str = ""
+    # Checked by identity, with a message saying what a name may hold.
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN.pattern, "maxLength": 63})
+    email: str = Field(default="", max_length=320)
+    first_name: str = Field(default="", max_length=255)
+    last_name: str = Field(default="", max_length=255)
     role: Role = Role.DEVELOPER
 
 
@@ -130,7 +136,7 @@ async def list_api_tokens(
     )
 
 
-@router.post("/api/v1/api_tokens", tags=["api tokens"])
+@router.post("/api/v1/api_tokens", tags=["api tokens"], responses=error_responses(409))
 async def create_api_token(
     request: Request, principal: DeveloperPrincipal, db: Database, body: CreateApiTokenBody
 ) -> ApiTokenWithSecretSchema:
@@ -145,7 +151,7 @@ async def get_api_token(principal: CurrentPrincipal, db: Database, uid: str) -> 
     return api_token_schema(await _visible_token(db, principal, uid))
 
 
-@router.delete("/api/v1/api_tokens/{uid}", tags=["api tokens"])
+@router.delete("/api/v1/api_tokens/{uid}", tags=["api tokens"], responses=error_responses(409))
 async def delete_api_token(
     request: Request, principal: CurrentPrincipal, db: Database, uid: str
 ) -> ApiTokenSchema:
@@ -223,7 +229,7 @@ async def list_members(principal: CurrentPrincipal, db: Database) -> list[Member
     return [member_schema(m) for m in members]
 
 
-@router.post("/api/v1/members", tags=["members"])
+@router.post("/api/v1/members", tags=["members"], responses=error_responses(409))
 async def add_members(
     request: Request, principal: AdminPrincipal, db: Database, body: AddMembersBody
 ) -> list[MemberSchema]:
@@ -255,7 +261,7 @@ async def list_users(
     )
 
 
-@router.post("/api/v1/users", tags=["users"])
+@router.post("/api/v1/users", tags=["users"], responses=error_responses(409))
 async def create_user(
     request: Request, principal: AdminPrincipal, db: Database, body: CreateUserBody
 ) -> UserSchema:
@@ -282,7 +288,9 @@ async def create_user(
     return user_schema(member.user)
 
 
-@router.post("/api/ekiben/v1/users/{name}/api_tokens", tags=["api tokens"])
+@router.post(
+    "/api/ekiben/v1/users/{name}/api_tokens", tags=["api tokens"], responses=error_responses(409)
+)
 async def create_api_token_for_user(
     request: Request,
     principal: AdminPrincipal,

@@ -39,7 +39,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from services.gateway.identity import service as identity
-from services.gateway.identity.models import FULL_ACCESS_SCOPE, ApiToken, Organization, Role, User
+from services.gateway.identity.models import (
+    ADMIN_SCOPES,
+    FULL_ACCESS_SCOPE,
+    ApiToken,
+    Organization,
+    Role,
+    User,
+)
 from services.gateway.schemas import rfc3339
 from shared.db import Pool
 from shared.errors import Forbidden, Unauthorized
@@ -51,6 +58,7 @@ __all__ = [
     "DeveloperPrincipal",
     "Principal",
     "Role",
+    "authenticate",
     "check_role",
     "current_principal",
     "db_pool",
@@ -128,7 +136,7 @@ async def _verified_token(request: Request, pool: Pool, secret: str) -> ApiToken
 
 # Scopes that let a token change things, and administer things, within its user's role.
 WRITE_SCOPES = frozenset({FULL_ACCESS_SCOPE, "write_organization", "operate_organization"})
-OPERATE_SCOPES = frozenset({FULL_ACCESS_SCOPE, "operate_organization"})
+OPERATE_SCOPES = ADMIN_SCOPES
 _SCOPES_FOR = {Role.GUEST: None, Role.DEVELOPER: WRITE_SCOPES, Role.ADMIN: OPERATE_SCOPES}
 
 
@@ -169,10 +177,16 @@ def db_pool(request: Request) -> Pool:
 Database = Annotated[Pool, Depends(db_pool)]
 
 
-async def current_principal(
-    request: Request, secret: Annotated[str | None, Security(_token_header)]
-) -> Principal:
-    """The caller, from its API token; 401 or 403 with a message saying why not."""
+async def authenticate(request: Request) -> Principal:
+    """The caller, from its API token; 401 or 403 with a message saying why not.
+
+    Verified once per request: the gateway's route class calls this before the body is
+    read (`services.gateway.guard`), and `current_principal` then finds the answer here.
+    """
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    secret = request.headers.get(TOKEN_HEADER)
     if not secret or not secret.strip():
         raise Unauthorized(f"missing API token: send it in the {TOKEN_HEADER} header")
     pool = db_pool(request)
@@ -202,6 +216,14 @@ async def current_principal(
     )
     request.state.principal = principal
     return principal
+
+
+async def current_principal(
+    request: Request, _secret: Annotated[str | None, Security(_token_header)]
+) -> Principal:
+    """A dependency: the caller (see `authenticate`). The `Security` parameter declares
+    the token header in the OpenAPI document; the header is read by `authenticate`."""
+    return await authenticate(request)
 
 
 def _named_organization(request: Request) -> str | None:

@@ -53,6 +53,10 @@ SCOPES = frozenset(
     }
 )
 
+# The scopes that let a token administer its organization (tokens, members): what an
+# organization must keep at least one live token of, held by an admin (`identity.service`).
+ADMIN_SCOPES = frozenset({FULL_ACCESS_SCOPE, "operate_organization"})
+
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]{0,61}[a-z0-9])?$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")
 

@@ -126,6 +126,21 @@ async def count_admins(conn: Connection, organization_id: int) -> int:
     return count
 
 
+async def admins_with_live_tokens(
+    conn: Connection, organization_id: int, scopes: Sequence[str]
+) -> int:
+    """Admins of the organization holding an unrevoked, unexpired token with one of `scopes`."""
+    count: int = await conn.fetchval(
+        """SELECT count(DISTINCT m.user_id) FROM members m
+           JOIN api_tokens t ON t.organization_id = m.organization_id AND t.user_id = m.user_id
+           WHERE m.organization_id = $1 AND m.role = 'admin' AND t.revoked_at IS NULL
+             AND (t.expired_at IS NULL OR t.expired_at > now()) AND t.scopes && $2::text[]""",
+        organization_id,
+        list(scopes),
+    )
+    return count
+
+
 async def members(
     conn: Connection | Pool,
     organization_id: int,

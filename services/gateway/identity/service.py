@@ -11,13 +11,14 @@ import hashlib
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from services.gateway.audit import service as audit
 from services.gateway.identity import repository
 from services.gateway.identity.models import (
+    ADMIN_SCOPES,
     BOOTSTRAP_EMAIL,
     BOOTSTRAP_TOKEN,
     BOOTSTRAP_USER,
@@ -192,8 +193,8 @@ async def add_members(
 ) -> list[Member]:
     """Add users to the organization with `role` (or change their role); all or nothing.
 
-    Call inside a transaction: an unknown name, or a change that would leave the
-    organization without an admin, raises and nothing is kept.
+    Call inside a transaction: an unknown name, or a change that would take the
+    organization's last way in (`keeping_a_way_in`), raises and nothing is kept.
     """
     names = list(dict.fromkeys(usernames))
     if not names:
@@ -202,10 +203,12 @@ async def add_members(
     missing = [n for n in names if n not in found]
     if missing:
         raise InvalidInput(f"unknown user(s): {', '.join(missing)}")
-    for name in names:
-        await repository.upsert_member(conn, organization.id, found[name].id, role.value)
-    if await repository.count_admins(conn, organization.id) == 0:
-        raise Conflict(f"organization {organization.name!r} must keep at least one admin")
+
+    async def change() -> None:
+        for name in names:
+            await repository.upsert_member(conn, organization.id, found[name].id, role.value)
+
+    await keeping_a_way_in(conn, organization, f"making {', '.join(names)} {role.value}", change)
     _, members = await repository.members(conn, organization.id, names=names)
     return members
 
@@ -317,12 +320,50 @@ async def list_tokens(
 
 
 async def revoke_token(conn: Connection, token: ApiToken) -> ApiToken:
-    """Revoke `token` (it keeps its row, so its holder learns it was revoked)."""
-    if not await repository.revoke_token(conn, token.id):
-        raise NotFound(f"API token with UID {token.uid} not found")
+    """Revoke `token` (it keeps its row, so its holder learns it was revoked).
+
+    Call inside a transaction: revoking the organization's last way in is refused.
+    """
+
+    async def change() -> None:
+        if not await repository.revoke_token(conn, token.id):
+            raise NotFound(f"API token with UID {token.uid} not found")
+
+    await keeping_a_way_in(conn, token.organization, f"revoking API token {token.name!r}", change)
     revoked = await repository.token_by_id(conn, token.id)
     assert revoked is not None
     return revoked
+
+
+async def keeping_a_way_in(
+    conn: Connection,
+    organization: Organization,
+    what: str,
+    change: Callable[[], Awaitable[None]],
+) -> None:
+    """Make `change` in the caller's transaction, refused if it leaves the organization
+    without an admin, or takes its last way in: an admin holding a live (unrevoked,
+    unexpired) token able to administer it.
+
+    Without one, nobody could issue tokens or change roles through the API again: the
+    organization would be locked out. The one rule for revoking tokens and changing
+    roles. Changes that take the way in are serialised (`repository.lock_identity`), so two
+    made at once cannot each count on the way in the other removes.
+    """
+    await repository.lock_identity(conn)
+    scopes = sorted(ADMIN_SCOPES)
+    before = await repository.admins_with_live_tokens(conn, organization.id, scopes)
+    await change()
+    if await repository.count_admins(conn, organization.id) == 0:
+        raise Conflict(f"{what}: organization {organization.name!r} must keep at least one admin")
+    if before == 0 or await repository.admins_with_live_tokens(conn, organization.id, scopes):
+        return
+    raise Conflict(
+        f"{what} would leave organization {organization.name!r} with no way in: it must"
+        " keep at least one admin who holds a live (unrevoked, unexpired) API token with the"
+        f" {' or '.join(scopes)} scope. Issue another admin such a token first"
+        " (or use `ekiben token create`)"
+    )
 
 
 async def touch_token(conn: Connection | Pool, token: ApiToken, *, every_seconds: float) -> None:
