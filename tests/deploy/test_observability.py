@@ -584,3 +584,48 @@ async def test_the_bento_pipeline_reads_bentoml_lines(observed: Observed) -> Non
     assert all({"level", "trace_id", "span_id"} <= a.keys() for a in access), access[:3]
     # Requests are INFO; the refused ones (bad input) are also logged as ERROR.
     assert {a["level"] for a in access} == {"INFO", "ERROR"}
+
+
+# --- Grafana files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboards_are_well_formed_for_provisioning(path: Path) -> None:
+    board = json.loads(path.read_text())
+    assert board["uid"]
+    assert board["title"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    variables = {v["name"] for v in board["templating"]["list"]}
+    for panel in board["panels"]:
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        # Data sources by variable, so the dashboards work with any data source names.
+        uid = panel["datasource"]["uid"]
+        assert uid.startswith("${"), f"{panel['title']}: {uid}"
+        assert uid[2:-1] in variables, f"{panel['title']}: {uid}"
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used = set(re.findall(r"\$(\w+)", target["expr"])) - {"__rate_interval", "__range"}
+            assert used <= variables, f"{panel['title']}: unknown variables {used - variables}"
+
+
+def test_the_loki_data_source_links_trace_ids_to_the_tracing_data_source() -> None:
+    provisioning = OBSERVABILITY / "grafana" / "provisioning" / "datasources" / "ekiben.yaml"
+    sources = {s["uid"]: s for s in yaml.safe_load(provisioning.read_text())["datasources"]}
+    loki = next(s for s in sources.values() if s["type"] == "loki")
+    fields = loki["jsonData"]["derivedFields"]
+    assert fields, "no derived field"
+    for derived in fields:
+        assert derived["datasourceUid"] in sources
+        assert sources[derived["datasourceUid"]]["type"] in {"tempo", "jaeger"}
+    # The line form matches what shared/logging.py writes.
+    line = json.dumps({"event": "x", "trace_id": "0af7651916cd43dd8448eb211c80319c"})
+    pattern = next(d["matcherRegex"] for d in fields if d.get("matcherType") != "label")
+    match = re.search(pattern, line)
+    assert match
+    assert match.group(1) == "0af7651916cd43dd8448eb211c80319c"
+    label = next(d for d in fields if d.get("matcherType") == "label")
+    assert label["matcherRegex"] in promtail_pipelines()["ekiben"].metadata
