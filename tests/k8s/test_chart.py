@@ -13,6 +13,9 @@ may and may not do, asked with SelfSubjectAccessReview and done with real reques
 what is outside its role), and the controllers' own client code (`shared.kube.api_client` in
 its in-cluster mode, with a service-account directory holding the token) taking its Lease,
 listing its resources and writing Events.
+
+helm: `helm install --wait`, `upgrade` and `uninstall` of the chart on the test cluster,
+whose kwok nodes run the pods (the migration hook Job completes first).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from shared.devstack.kube import KubeControlPlane
 from shared.kube import EventRecorder, LeaderElector, Objects, api_client
 from shared.kube.kinds import BENTO_REQUEST, DEPLOYMENT, LEASE
 from shared.settings import KubeSettings
-from tests.deploy.tools import helm_binary, operator_crds, render
+from tests.deploy.tools import helm_binary, operator_crds, render, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
@@ -518,3 +521,52 @@ def test_watching_every_namespace_is_a_cluster_role(
         if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
             path = discovery.collection(doc["apiVersion"], doc["kind"], None)
             admin.call("DELETE", f"{path}/{doc['metadata']['name']}")
+
+
+# --- helm itself against the cluster ---------------------------------------------------------
+
+
+def test_helm_installs_upgrades_and_uninstalls_the_chart(
+    helm: Path, admin: Api, full_cluster: KubeControlPlane, kube_namespace: str
+) -> None:
+    """`helm install --wait` on the test cluster (kwok nodes run the pods): the migration hook
+    completes before the services roll out, every Deployment becomes available, an upgrade
+    runs the hook again, an uninstall leaves the CRDs (and the custom resources) alone."""
+    kubeconfig = str(full_cluster.kubeconfig_path)
+    common = ["--kubeconfig", kubeconfig, "--namespace", kube_namespace]
+    values = ["--set", "imageRegistry.url=https://registry.example.com"]
+    chart = str(Path(__file__).parents[2] / "deploy" / "helm" / "ekiben")
+
+    def helm_run(*args: str) -> str:
+        return run([helm, *args, *common], timeout=240)
+
+    installed = helm_run("install", "ekiben", chart, *values, "--wait", "--timeout", "180s")
+    assert "STATUS: deployed" in installed
+    deployments = admin.ok("GET", f"/apis/apps/v1/namespaces/{kube_namespace}/deployments")
+    ready = {
+        d["metadata"]["name"]: d["status"].get("availableReplicas") for d in deployments["items"]
+    }
+    assert ready == {
+        f"ekiben-{c}": 2 for c in ("gateway", "registry", "builder", "deployer", "dashboard")
+    }
+    # The hook Job ran and, succeeded, was deleted (hook-delete-policy).
+    jobs = admin.ok("GET", f"/apis/batch/v1/namespaces/{kube_namespace}/jobs")["items"]
+    assert jobs == []
+
+    upgraded = helm_run(
+        "upgrade", "ekiben", chart, *values, "--set", "defaults.replicas=3", "--wait",
+        "--timeout", "180s",
+    )  # fmt: skip
+    assert "REVISION: 2" in upgraded
+    gateway = admin.ok(
+        "GET", f"/apis/apps/v1/namespaces/{kube_namespace}/deployments/ekiben-gateway"
+    )
+    assert gateway["status"]["availableReplicas"] == 3
+
+    helm_run("uninstall", "ekiben", "--wait")
+    left = admin.ok("GET", f"/apis/apps/v1/namespaces/{kube_namespace}/deployments")["items"]
+    assert left == []
+    crd = admin.call(
+        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/bentos.resources.ekiben.dev"
+    )
+    assert crd.status == 200
