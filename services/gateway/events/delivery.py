@@ -1,0 +1,281 @@
+"""The webhook delivery worker: claims due deliveries and POSTs them, signed.
+
+One worker per gateway process. It sleeps until a delivery is due: a NOTIFY from the
+insert trigger (or a redelivery) wakes it at once, otherwise it waits for the earliest
+retry, at most `safety_poll_seconds`. Each pass claims up to its free slots
+(`repository.claim`: `FOR UPDATE SKIP LOCKED`, then a lease, so replicas share the work
+and a delivery whose worker died is claimed again when its lease ends) and sends each in
+its own task:
+
+- the URL is checked again (`urls.check_url`: what a name resolves to can change);
+- the body is the event in CloudEvents structured mode (`application/cloudevents+json`),
+  signed the Standard Webhooks way (`signing`), with a timeout for the whole exchange;
+- redirects are not followed (a 3xx is a failure that names the target), and at most
+  `max_response_bytes` of the answer are read and kept;
+- a 2xx is a success; anything else is retried with exponential backoff and jitter until
+  the delivery's attempts run out, and counts towards the endpoint's failure streak.
+
+Delivery is at least once: a worker that dies after the receiver answered and before the
+attempt is recorded sends it again; the `webhook-id` lets the receiver drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import httpx
+from asyncpg.pool import PoolConnectionProxy
+
+from services.gateway.audit import repository as audit_repository
+from services.gateway.events import repository, service, signing
+from services.gateway.events.models import AttemptOutcome, ClaimedDelivery
+from services.gateway.events.signing import SecretBox
+from services.gateway.events.urls import RefusedUrl, check_url
+from services.gateway.settings import WebhookSettings
+from shared.db import Connection, Pool
+from shared.logging import get_logger
+from shared.tasks import stop_tasks
+
+log = get_logger(__name__)
+
+USER_AGENT = "Ekiben-Webhooks/1.0"
+SYSTEM_ACTOR = "system:webhooks"
+
+
+async def read_limited(response: httpx.Response, limit: int) -> str:
+    """At most `limit` bytes of the body, as text; the rest is never read."""
+    if limit <= 0:
+        return ""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk[: limit - size])
+        size += len(chunks[-1])
+        if size >= limit:
+            break
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+class DeliveryWorker:
+    def __init__(self, pool: Pool, box: SecretBox, settings: WebhookSettings, *, schema: str):
+        self._pool = pool
+        self._box = box
+        self._settings = settings
+        self._channel = f"{schema}_webhooks"
+        self._client: httpx.AsyncClient | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._listener: Connection | None = None
+        self._last_prune = float("-inf")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self._settings
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(settings.timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+            ),
+            headers={"user-agent": USER_AGENT},
+        )
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="webhook-delivery")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let attempts in flight finish (at most `grace`), then close."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            await stop_tasks([self._task], grace=5.0)
+            self._task = None
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=grace)
+            await stop_tasks(self._inflight, grace=5.0)
+        await self._close_listener()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            listener = await self._pool.acquire()
+            await listener.add_listener(self._channel, self._notified)
+            self._listener = listener
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if isinstance(listener, PoolConnectionProxy):
+            try:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(self._channel, self._notified)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(listener)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self._settings
+        while not self._stopping:
+            try:
+                await self._listen()
+                self._wake.clear()
+                free = settings.concurrency - len(self._inflight)
+                claimed = await self._claim(free) if free > 0 else []
+                for delivery in claimed:
+                    self._spawn(delivery)
+                if free > 0 and len(claimed) == free:
+                    continue  # more may be due: claim again once slots free up
+                wait = settings.safety_poll_seconds
+                if free > len(claimed):
+                    due = await service.seconds_until_due(self._pool)
+                    if due is not None:
+                        wait = min(wait, max(due, 0.005))
+                await self._maybe_prune()
+                if not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker outlives database outages
+                log.warning("gateway.webhooks.worker_error", error=repr(exc))
+                await self._close_listener()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _claim(self, limit: int, delivery_id: int | None = None) -> list[ClaimedDelivery]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await repository.claim(
+                conn,
+                limit=limit,
+                lease_seconds=self._settings.lease_seconds,
+                delivery_id=delivery_id,
+            )
+
+    def _spawn(self, delivery: ClaimedDelivery) -> None:
+        task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # a slot is free, and the next delivery of that subject may be due
+
+    async def _maybe_prune(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_prune < 3600:
+            return
+        self._last_prune = loop.time()
+        removed = await service.prune(self._pool, self._settings)
+        if removed:
+            log.info("gateway.webhooks.pruned", deliveries=removed)
+
+    async def deliver_now(self, delivery_id: int) -> bool:
+        """Claim and send one delivery at once (a test request); False if another worker
+        holds it or it is not due."""
+        claimed = await self._claim(1, delivery_id)
+        if not claimed:
+            return False
+        await self._deliver(claimed[0])
+        return True
+
+    # --- one attempt -----------------------------------------------------------------------
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        try:
+            outcome, gone = await self._send(delivery)
+            async with self._pool.acquire() as conn, conn.transaction():
+                status, disabled = await service.record_attempt(
+                    conn, outcome, self._settings, gone=gone
+                )
+                if disabled is not None:
+                    await audit_repository.insert_audit(
+                        conn,
+                        organization_id=delivery.organization_id,
+                        actor_user_id=None,
+                        actor_name=SYSTEM_ACTOR,
+                        token_uid=None,
+                        token_name=None,
+                        request_id=None,
+                        action="webhook.disabled",
+                        resource_type="webhook",
+                        resource=delivery.url,
+                        details={"reason": disabled},
+                    )
+            bound = log.bind(delivery=delivery.id, attempt=delivery.attempt, status=status.value)
+            if outcome.ok:
+                bound.debug("gateway.webhooks.delivered", latency_ms=round(outcome.latency_ms, 2))
+            else:
+                bound.info("gateway.webhooks.attempt_failed", error=outcome.error)
+            if disabled is not None:
+                bound.warning("gateway.webhooks.endpoint_disabled", reason=disabled)
+        except Exception as exc:  # noqa: BLE001 - the lease brings it back
+            log.warning("gateway.webhooks.record_failed", delivery=delivery.id, error=repr(exc))
+
+    async def _send(self, delivery: ClaimedDelivery) -> tuple[AttemptOutcome, bool]:
+        assert self._client is not None
+        settings = self._settings
+        status_code: int | None = None
+        error: str | None = None
+        answer: str | None = None
+        start = time.perf_counter()
+        try:
+            await check_url(delivery.url, settings.allowed_networks)
+            body = delivery.body.encode()
+            headers = {
+                **signing.headers(
+                    self._box.open(delivery.secret_sealed),
+                    delivery.webhook_id,
+                    int(time.time()),
+                    body,
+                ),
+                "content-type": "application/cloudevents+json; charset=utf-8",
+            }
+            async with (
+                asyncio.timeout(settings.timeout_seconds),
+                self._client.stream(
+                    "POST", delivery.url, content=body, headers=headers
+                ) as response,
+            ):
+                status_code = response.status_code
+                answer = await read_limited(response, settings.max_response_bytes)
+            if response.is_redirect:
+                target = response.headers.get("location", "?")[:300]
+                error = f"HTTP {status_code}: redirect to {target} not followed"
+            elif not response.is_success:
+                error = f"HTTP {status_code}"
+        except RefusedUrl as exc:
+            error = exc.message
+        except TimeoutError:
+            error = f"no answer within {settings.timeout_seconds:g}s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        outcome = AttemptOutcome(
+            delivery_id=delivery.id,
+            endpoint_id=delivery.endpoint_id,
+            attempt=delivery.attempt,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            error=error,
+            response_body=answer,
+        )
+        return outcome, status_code == 410
+
+    def stats(self) -> dict[str, Any]:
+        return {"in_flight": len(self._inflight)}
