@@ -43,9 +43,9 @@ class WebhookSettings(BaseModel):
     max_attempts: int = Field(default=10, ge=1)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
-    # An endpoint whose attempts failed this many times in a row is disabled with the
-    # reason, until an update re-enables it.
-    disable_after_failures: int = Field(default=50, ge=1)
+    # An endpoint is disabled (with the reason, until an update re-enables it) once this
+    # many deliveries in a row have failed every one of their attempts.
+    disable_after_failures: int = Field(default=5, ge=1)
     # Deliveries in flight at once per process, and claimed per database round trip.
     concurrency: int = Field(default=64, ge=1)
     # A claimed delivery whose worker died is claimed again after this long.

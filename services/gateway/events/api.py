@@ -324,7 +324,12 @@ async def test_webhook(
             raise Conflict(
                 f"webhook {uid} is disabled ({endpoint.disabled_reason}); enable it first"
             )
-        delivery_id, delivery_uid = await service.queue_test(conn, endpoint, principal.user_name)
+        delivery_id, delivery_uid = await service.queue_test(
+            conn,
+            endpoint,
+            principal.user_name,
+            hold_seconds=feature.settings.webhooks.lease_seconds,
+        )
         await audit(
             request,
             principal,

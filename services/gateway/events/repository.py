@@ -209,17 +209,23 @@ async def enabled_endpoints(conn: Connection | Pool, organization: str) -> list[
 
 
 async def insert_deliveries(
-    conn: Connection, deliveries: Sequence[NewDelivery], *, attempts: int
+    conn: Connection,
+    deliveries: Sequence[NewDelivery],
+    *,
+    attempts: int,
+    not_before_seconds: float = 0.0,
 ) -> list[tuple[int, str]]:
-    """Queue deliveries (a repeat of an endpoint x event is ignored); returns the new ones'
-    (id, uid)."""
+    """Queue deliveries (a repeat of an endpoint x event is ignored), due after
+    `not_before_seconds`; returns the new ones' (id, uid)."""
     if not deliveries:
         return []
     rows = await conn.fetch(
         """INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, subject,
-                                           stream_seq, webhook_id, body, attempts_left)
-           SELECT * , $8::integer FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-                                              $5::bigint[], $6::text[], $7::text[])
+                                           stream_seq, webhook_id, body, attempts_left,
+                                           next_attempt_at)
+           SELECT *, $8::integer, now() + make_interval(secs => $9)
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                       $6::text[], $7::text[])
            ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id, uid""",
         [d.endpoint_id for d in deliveries],
         [d.event_id for d in deliveries],
@@ -229,6 +235,7 @@ async def insert_deliveries(
         [d.webhook_id for d in deliveries],
         [d.body for d in deliveries],
         attempts,
+        not_before_seconds,
     )
     return [(row["id"], row["uid"]) for row in rows]
 
@@ -247,14 +254,16 @@ async def claim(
     lease_seconds: float,
     delivery_id: int | None = None,
 ) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries (or just `delivery_id`), counting the attempt."""
+    """Lease up to `limit` due deliveries, counting the attempt; or `delivery_id` alone,
+    due or not."""
     rows = await conn.fetch(
         f"""WITH due AS (
                 SELECT d.id FROM webhook_deliveries d
                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                WHERE {_HEAD} AND d.next_attempt_at <= now()
+                WHERE {_HEAD}
                   AND (d.leased_until IS NULL OR d.leased_until < now())
-                  AND ($2::bigint IS NULL OR d.id = $2)
+                  AND CASE WHEN $2::bigint IS NULL THEN d.next_attempt_at <= now()
+                           ELSE d.id = $2 END
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT $1
                 FOR UPDATE OF d SKIP LOCKED)

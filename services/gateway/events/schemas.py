@@ -37,7 +37,9 @@ class WebhookSchema(BaseModel):
     enabled: bool
     disabled_reason: str | None
     disabled_at: AwareDatetime | None
-    failure_streak: int = Field(description="Failed attempts in a row")
+    failure_streak: int = Field(
+        description="Deliveries in a row that failed every attempt (a success resets it)"
+    )
     created_by: str
     created_at: AwareDatetime
     updated_at: AwareDatetime | None

@@ -207,8 +207,14 @@ async def queue_deliveries(
     return len(await repository.insert_deliveries(conn, new, attempts=settings.max_attempts))
 
 
-async def queue_test(conn: Connection, endpoint: Endpoint, actor: str) -> tuple[int, str]:
-    """A test delivery of a `ekiben.webhook.test` CloudEvent; returns its id and uid."""
+async def queue_test(
+    conn: Connection, endpoint: Endpoint, actor: str, *, hold_seconds: float
+) -> tuple[int, str]:
+    """A test delivery of a `ekiben.webhook.test` CloudEvent; returns its id and uid.
+
+    The caller sends it at once; it is due for the worker only after `hold_seconds`, in
+    case the caller dies first.
+    """
     event_id = new_event_id()
     body = json.dumps(
         {
@@ -238,6 +244,7 @@ async def queue_test(conn: Connection, endpoint: Endpoint, actor: str) -> tuple[
             )
         ],
         attempts=1,
+        not_before_seconds=hold_seconds,
     )
     return queued
 
@@ -280,22 +287,31 @@ async def record_attempt(
 ) -> tuple[DeliveryStatus, str | None]:
     """Store an attempt, schedule the retry, keep the endpoint's failure streak.
 
-    Returns the delivery's status and, when this attempt disabled the endpoint, the reason.
-    A receiver answering 410 Gone says it wants nothing more: it is disabled at once.
+    The streak counts deliveries in a row that used up every attempt: a receiver that is
+    down for less than the retry schedule loses nothing and is not disabled, however many
+    deliveries were waiting; one that fails the whole schedule `disable_after_failures`
+    times in a row is. A receiver answering 410 Gone says it wants nothing more: it is
+    disabled at once. Returns the delivery's status and, when this attempt disabled the
+    endpoint, the reason.
     """
     delay = None if outcome.ok else retry_delay(outcome.attempt, settings)
     status = await repository.record_attempt(conn, outcome, retry_in_seconds=delay)
     if gone:
-        reason = "the receiver answered 410 Gone"
-        limit = 0
+        reason, limit = "the receiver answered 410 Gone", 0
+    elif status is DeliveryStatus.PENDING:
+        return status, None  # a retry is scheduled: no verdict on the endpoint yet
     else:
+        limit = settings.disable_after_failures
         reason = (
-            f"disabled after {settings.disable_after_failures} failed attempts in a row;"
+            f"disabled after {limit} deliveries in a row failed every attempt;"
             f" the last: {outcome.error}"
         )
-        limit = settings.disable_after_failures
     disabled, _ = await repository.count_failure(
-        conn, outcome.endpoint_id, ok=outcome.ok, disable_after=limit, reason=reason
+        conn,
+        outcome.endpoint_id,
+        ok=status is DeliveryStatus.SUCCEEDED,
+        disable_after=limit,
+        reason=reason,
     )
     return status, reason if disabled else None
 

@@ -20,7 +20,7 @@ CREATE TABLE webhook_endpoints (
     enabled           boolean NOT NULL DEFAULT true,
     disabled_reason   text,
     disabled_at       timestamptz,
-    -- Failed attempts in a row; a success resets it.
+    -- Deliveries in a row that failed every attempt; a success resets it.
     failure_streak    integer NOT NULL DEFAULT 0,
     created_by        text NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
