@@ -89,7 +89,8 @@ async def test_every_delivery_is_signed_structured_and_recorded(gateway: LiveGat
         assert "secret" not in got.json()
         listed = await gateway.call("GET", WEBHOOKS)
         assert [w["uid"] for w in listed.json()["items"]] == [created["uid"]]
-        assert "secret" not in listed.text and created["secret"] not in listed.text
+        assert "secret" not in listed.text
+        assert created["secret"] not in listed.text
         stored = await gateway.runtime.pool.fetchval(
             "SELECT secret_encrypted FROM webhook_endpoints"
         )
@@ -117,7 +118,8 @@ async def test_every_delivery_is_signed_structured_and_recorded(gateway: LiveGat
 
         audit = await gateway.call("GET", "/api/ekiben/v1/audit")
         actions = [r["action"] for r in audit.json()["items"]]
-        assert "webhook.created" in actions and "webhook.tested" in actions
+        assert "webhook.created" in actions
+        assert "webhook.tested" in actions
 
 
 async def _all_succeeded(gateway: LiveGateway, uid: str, count: int) -> bool:
