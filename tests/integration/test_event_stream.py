@@ -238,3 +238,65 @@ async def test_a_slow_reader_is_cut_off_with_overflow_while_a_fast_one_keeps_up(
         until=lambda r: len(r.events) >= len(events) - len(delivered),
     )
     assert delivered + rest.ids() == seqs
+
+
+async def test_the_asyncapi_contract_is_served(gateway: LiveGateway) -> None:
+    from shared.events.asyncapi import asyncapi_document  # noqa: PLC0415
+
+    response = await gateway.http.get("/api/ekiben/v1/asyncapi.json")
+    assert response.status_code == 200
+    assert response.json() == asyncapi_document()
+    openapi = (await gateway.http.get("/openapi.json")).json()
+    stream = openapi["paths"]["/api/ekiben/v1/events"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    assert {"401", "410", "422"} <= set(stream["responses"])
+
+
+async def test_ekiben_events_tail_follows_the_stream_through_the_gateway(
+    gateway: LiveGateway,
+) -> None:
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    root = Path(__file__).parents[2]
+    wanted = [pushed("default", "iris", f"v{i}") for i in range(3)]
+    await publish(gateway.nats_url, [wanted[0], status_changed("default", "web"), *wanted[1:]])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "events",
+        "tail",
+        "--endpoint",
+        gateway.url,
+        "--token",
+        gateway.admin_token,
+        "--type",
+        "bento.*",
+        "--replay",
+        "1h",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [json.loads(await asyncio.wait_for(process.stdout.readline(), 30)) for _ in wanted]
+        assert [line["id"] for line in lines] == [e.id for e in wanted]
+        later = pushed("default", "iris", "v9")
+        await publish(gateway.nats_url, [later])
+        line = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert line["id"] == later.id
+    finally:
+        process.terminate()
+        await process.wait()
+    # A refusal is a message and a nonzero exit, not a retry loop.
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "events", "tail", "--endpoint", gateway.url,
+        "--token", "ekb_" + "x" * 43, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)}, cwd=root,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 1
+    assert b"HTTP 401" in err

@@ -141,6 +141,7 @@ class EventStreamResponse(StreamingResponse):
 @router.get(
     EVENTS_PATH,
     tags=["events"],
+    status_code=200,
     response_class=EventStreamResponse,
     responses={
         200: {
