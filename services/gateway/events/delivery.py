@@ -7,7 +7,9 @@ retry, at most `safety_poll_seconds`. Each pass claims up to its free slots
 and a delivery whose worker died is claimed again when its lease ends) and sends each in
 its own task:
 
-- the URL is checked again (`urls.check_url`: what a name resolves to can change);
+- the URL is checked again (`urls.check_url`: what a name resolves to can change), and
+  the connection itself only goes to addresses that pass the same rule (`SafeResolver`),
+  so a name that changes its answer between the check and the connect gains nothing;
 - the body is the event in CloudEvents structured mode (`application/cloudevents+json`),
   signed the Standard Webhooks way (`signing`), with a timeout for the whole exchange;
 - redirects are not followed (a 3xx is a failure that names the target), and at most
@@ -23,17 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import time
-from typing import Any
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from asyncpg.pool import PoolConnectionProxy
 
-from services.gateway.audit import repository as audit_repository
 from services.gateway.events import repository, service, signing
 from services.gateway.events.models import AttemptOutcome, ClaimedDelivery
 from services.gateway.events.signing import SecretBox
-from services.gateway.events.urls import RefusedUrl, check_url
+from services.gateway.events.urls import Network, RefusedUrl, check_url, refusal
 from services.gateway.settings import WebhookSettings
 from shared.db import Connection, Pool
 from shared.logging import get_logger
@@ -42,21 +46,41 @@ from shared.tasks import stop_tasks
 log = get_logger(__name__)
 
 USER_AGENT = "Ekiben-Webhooks/1.0"
-SYSTEM_ACTOR = "system:webhooks"
 
 
-async def read_limited(response: httpx.Response, limit: int) -> str:
-    """At most `limit` bytes of the body, as text; the rest is never read."""
-    if limit <= 0:
-        return ""
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> str:
+    """At most `limit` bytes of the body, as text; the rest is never read (the connection
+    is then closed rather than reused)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk[: limit - size])
-        size += len(chunks[-1])
-        if size >= limit:
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
             break
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+class SafeResolver(AbstractResolver):
+    """Name resolution for deliveries that refuses any address `urls` would refuse."""
+
+    def __init__(self, allowed: list[Network]) -> None:
+        self._allowed = allowed
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for result in found:
+            reason = refusal(ipaddress.ip_address(result["host"]), self._allowed)
+            if reason is not None:
+                raise OSError(f"{host} now resolves to {result['host']}, {reason}")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class DeliveryWorker:
@@ -65,7 +89,7 @@ class DeliveryWorker:
         self._box = box
         self._settings = settings
         self._channel = f"{schema}_webhooks"
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -77,13 +101,15 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         settings = self._settings
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=settings.concurrency,
+                resolver=SafeResolver(list(settings.allowed_networks)),
+                use_dns_cache=False,  # every connection resolves (and is checked) anew
             ),
+            timeout=aiohttp.ClientTimeout(total=settings.timeout_seconds),
             headers={"user-agent": USER_AGENT},
+            trust_env=False,
         )
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
@@ -102,7 +128,7 @@ class DeliveryWorker:
             await stop_tasks(self._inflight, grace=5.0)
         await self._close_listener()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     def wake(self) -> None:
@@ -136,10 +162,15 @@ class DeliveryWorker:
                 await self._listen()
                 self._wake.clear()
                 free = settings.concurrency - len(self._inflight)
-                claimed = await self._claim(free) if free > 0 else []
+                # Claim in batches: a claim per freed slot would cost a round trip per
+                # delivery. With nothing in flight, any due delivery is claimed at once.
+                if self._inflight and free < max(1, settings.concurrency // 4):
+                    await self._wake.wait()
+                    continue
+                claimed = await self._claim(free)
                 for delivery in claimed:
                     self._spawn(delivery)
-                if free > 0 and len(claimed) == free:
+                if len(claimed) == free:
                     continue  # more may be due: claim again once slots free up
                 wait = settings.safety_poll_seconds
                 if free > len(claimed):
@@ -159,13 +190,12 @@ class DeliveryWorker:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
 
     async def _claim(self, limit: int, delivery_id: int | None = None) -> list[ClaimedDelivery]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await repository.claim(
-                conn,
-                limit=limit,
-                lease_seconds=self._settings.lease_seconds,
-                delivery_id=delivery_id,
-            )
+        return await repository.claim(
+            self._pool,
+            limit=limit,
+            lease_seconds=self._settings.lease_seconds,
+            delivery_id=delivery_id,
+        )
 
     def _spawn(self, delivery: ClaimedDelivery) -> None:
         task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
@@ -199,24 +229,9 @@ class DeliveryWorker:
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         try:
             outcome, gone = await self._send(delivery)
-            async with self._pool.acquire() as conn, conn.transaction():
-                status, disabled = await service.record_attempt(
-                    conn, outcome, self._settings, gone=gone
-                )
-                if disabled is not None:
-                    await audit_repository.insert_audit(
-                        conn,
-                        organization_id=delivery.organization_id,
-                        actor_user_id=None,
-                        actor_name=SYSTEM_ACTOR,
-                        token_uid=None,
-                        token_name=None,
-                        request_id=None,
-                        action="webhook.disabled",
-                        resource_type="webhook",
-                        resource=delivery.url,
-                        details={"reason": disabled},
-                    )
+            status, disabled = await service.record_attempt(
+                self._pool, outcome, self._settings, gone=gone
+            )
             bound = log.bind(delivery=delivery.id, attempt=delivery.attempt, status=status.value)
             if outcome.ok:
                 bound.debug("gateway.webhooks.delivered", latency_ms=round(outcome.latency_ms, 2))
@@ -248,22 +263,22 @@ class DeliveryWorker:
             }
             async with (
                 asyncio.timeout(settings.timeout_seconds),
-                self._client.stream(
-                    "POST", delivery.url, content=body, headers=headers
+                self._client.post(
+                    delivery.url, data=body, headers=headers, allow_redirects=False
                 ) as response,
             ):
-                status_code = response.status_code
+                status_code = response.status
                 answer = await read_limited(response, settings.max_response_bytes)
-            if response.is_redirect:
+            if 300 <= status_code < 400:
                 target = response.headers.get("location", "?")[:300]
                 error = f"HTTP {status_code}: redirect to {target} not followed"
-            elif not response.is_success:
+            elif not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except RefusedUrl as exc:
             error = exc.message
         except TimeoutError:
             error = f"no answer within {settings.timeout_seconds:g}s"
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
         latency_ms = (time.perf_counter() - start) * 1000.0
         outcome = AttemptOutcome(
@@ -276,6 +291,3 @@ class DeliveryWorker:
             response_body=answer,
         )
         return outcome, status_code == 410
-
-    def stats(self) -> dict[str, Any]:
-        return {"in_flight": len(self._inflight)}

@@ -37,4 +37,5 @@ def register(runtime: BackendRuntime, settings: GatewaySettings | None = None) -
         if queued:
             log.debug("gateway.webhooks.queued", event_id=event.id, deliveries=queued)
 
-    runtime.subscribe(consumer=service.WEBHOOK_CONSUMER, handler=queue_webhooks)
+    # One message per fetch: a delivery must not wait for a batch of events to fill up.
+    runtime.subscribe(consumer=service.WEBHOOK_CONSUMER, handler=queue_webhooks, batch_size=1)

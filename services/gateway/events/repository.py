@@ -190,6 +190,20 @@ async def update_endpoint(
     return _endpoint(row)
 
 
+async def organization_id_of(conn: Connection | Pool, endpoint_id: int) -> int | None:
+    value: int | None = await conn.fetchval(
+        "SELECT organization_id FROM webhook_endpoints WHERE id = $1", endpoint_id
+    )
+    return value
+
+
+async def endpoint_uid_of(conn: Connection | Pool, endpoint_id: int) -> str:
+    value: str | None = await conn.fetchval(
+        "SELECT uid FROM webhook_endpoints WHERE id = $1", endpoint_id
+    )
+    return value or "?"
+
+
 async def delete_endpoint(conn: Connection, endpoint_id: int) -> None:
     await conn.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint_id)
 
@@ -248,14 +262,14 @@ _HEAD = """d.status = 'pending' AND e.enabled AND NOT EXISTS (
 
 
 async def claim(
-    conn: Connection,
+    conn: Connection | Pool,
     *,
     limit: int,
     lease_seconds: float,
     delivery_id: int | None = None,
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries, counting the attempt; or `delivery_id` alone,
-    due or not."""
+    due or not. One statement: the rows are locked (SKIP LOCKED) and leased atomically."""
     rows = await conn.fetch(
         f"""WITH due AS (
                 SELECT d.id FROM webhook_deliveries d
@@ -306,25 +320,19 @@ async def seconds_until_due(conn: Connection | Pool) -> float | None:
 
 
 async def record_attempt(
-    conn: Connection, outcome: AttemptOutcome, *, retry_in_seconds: float | None
+    conn: Connection | Pool, outcome: AttemptOutcome, *, retry_in_seconds: float | None
 ) -> DeliveryStatus:
     """Store an attempt and move its delivery on: done, retried later, or failed for good.
 
-    `retry_in_seconds` is when to try again after a failure (None after a success).
+    One statement (atomic on its own: one round trip per delivery). `retry_in_seconds` is
+    when to try again after a failure (None after a success).
     """
-    await conn.execute(
-        """INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error,
-                                         response_body)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        outcome.delivery_id,
-        outcome.attempt,
-        outcome.status_code,
-        outcome.latency_ms,
-        outcome.error,
-        outcome.response_body,
-    )
     status: str = await conn.fetchval(
-        """UPDATE webhook_deliveries SET
+        """WITH attempt AS (
+               INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms,
+                                             error, response_body)
+               VALUES ($1, $6, $4, $7, $5, $8))
+           UPDATE webhook_deliveries SET
                attempts_left = greatest(attempts_left - 1, 0),
                status = CASE WHEN $2 THEN 'succeeded'
                              WHEN attempts_left <= 1 THEN 'failed' ELSE 'pending' END,
@@ -338,6 +346,9 @@ async def record_attempt(
         retry_in_seconds or 0.0,
         outcome.status_code,
         outcome.error,
+        outcome.attempt,
+        outcome.latency_ms,
+        outcome.response_body,
     )
     return DeliveryStatus(status)
 
@@ -347,7 +358,9 @@ async def count_failure(
 ) -> tuple[bool, int]:
     """Update the endpoint's failure streak; disable it (with `reason`) at `disable_after`.
 
-    Returns (disabled now, streak). `disable_after` 0 disables at once.
+    Returns (disabled now, streak). `disable_after` 0 disables at once. A success only
+    writes when there is a streak to reset, so concurrent deliveries to one endpoint do not
+    queue up on its row.
     """
     row = await conn.fetchrow(
         """UPDATE webhook_endpoints e SET
@@ -358,14 +371,14 @@ async def count_failure(
                disabled_at = CASE WHEN e.enabled AND NOT $2 AND e.failure_streak + 1 >= $3
                                   THEN now() ELSE e.disabled_at END
            FROM webhook_endpoints old
-           WHERE e.id = $1 AND old.id = e.id
+           WHERE e.id = $1 AND old.id = e.id AND (NOT $2 OR e.failure_streak > 0)
            RETURNING old.enabled AND NOT e.enabled AS disabled_now, e.failure_streak""",
         endpoint_id,
         ok,
         disable_after,
         reason,
     )
-    if row is None:  # deleted meanwhile
+    if row is None:  # a success with no streak to reset (the usual case), or deleted meanwhile
         return False, 0
     return bool(row["disabled_now"]), int(row["failure_streak"])
 

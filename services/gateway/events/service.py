@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.gateway.audit import repository as audit_repository
 from services.gateway.events import repository
 from services.gateway.events.filters import matches, parse_types
 from services.gateway.events.models import (
@@ -46,6 +47,8 @@ log = get_logger(__name__)
 WEBHOOK_CONSUMER = "gateway-webhooks"
 TEST_EVENT_TYPE = "ekiben.webhook.test"
 MAX_DESCRIPTION = 1000
+# The actor of changes the delivery worker makes (disabling an endpoint).
+SYSTEM_ACTOR = "system:webhooks"
 
 
 class Gone(EkibenError):
@@ -283,7 +286,7 @@ async def redeliver(
 
 
 async def record_attempt(
-    conn: Connection, outcome: AttemptOutcome, settings: WebhookSettings, *, gone: bool = False
+    pool: Pool, outcome: AttemptOutcome, settings: WebhookSettings, *, gone: bool = False
 ) -> tuple[DeliveryStatus, str | None]:
     """Store an attempt, schedule the retry, keep the endpoint's failure streak.
 
@@ -292,10 +295,10 @@ async def record_attempt(
     deliveries were waiting; one that fails the whole schedule `disable_after_failures`
     times in a row is. A receiver answering 410 Gone says it wants nothing more: it is
     disabled at once. Returns the delivery's status and, when this attempt disabled the
-    endpoint, the reason.
+    endpoint, the reason (recorded in the audit log in the same transaction).
     """
     delay = None if outcome.ok else retry_delay(outcome.attempt, settings)
-    status = await repository.record_attempt(conn, outcome, retry_in_seconds=delay)
+    status = await repository.record_attempt(pool, outcome, retry_in_seconds=delay)
     if gone:
         reason, limit = "the receiver answered 410 Gone", 0
     elif status is DeliveryStatus.PENDING:
@@ -306,13 +309,28 @@ async def record_attempt(
             f"disabled after {limit} deliveries in a row failed every attempt;"
             f" the last: {outcome.error}"
         )
-    disabled, _ = await repository.count_failure(
-        conn,
-        outcome.endpoint_id,
-        ok=status is DeliveryStatus.SUCCEEDED,
-        disable_after=limit,
-        reason=reason,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        disabled, _ = await repository.count_failure(
+            conn,
+            outcome.endpoint_id,
+            ok=status is DeliveryStatus.SUCCEEDED,
+            disable_after=limit,
+            reason=reason,
+        )
+        if disabled:
+            await audit_repository.insert_audit(
+                conn,
+                organization_id=await repository.organization_id_of(conn, outcome.endpoint_id),
+                actor_user_id=None,
+                actor_name=SYSTEM_ACTOR,
+                token_uid=None,
+                token_name=None,
+                request_id=None,
+                action="webhook.disabled",
+                resource_type="webhook",
+                resource=await repository.endpoint_uid_of(conn, outcome.endpoint_id),
+                details={"reason": reason},
+            )
     return status, reason if disabled else None
 
 

@@ -5,8 +5,9 @@ admin could have it probe the cluster's own network (metadata services, database
 NATS monitor). A URL is refused unless its scheme is http or https and every address its
 host resolves to is global unicast, or falls in `webhooks.allowed_networks` (CIDRs). The
 check runs when the webhook is created or changed and again before every attempt, since
-what a name resolves to can change. (Between that check and the connection the resolver
-is asked again; pinning the checked address would close that window and is not done yet.)
+what a name resolves to can change; the delivery client's resolver applies the same rule
+to the addresses it connects to (`delivery.SafeResolver`), so an answer that changes
+between the check and the connection is refused too.
 """
 
 from __future__ import annotations
