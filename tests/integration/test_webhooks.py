@@ -304,3 +304,21 @@ async def test_an_organization_never_receives_another_organizations_events(
         assert sorted(ours.event_ids()) == sorted(e.id for e in mine)
         assert sorted(theirs.event_ids()) == sorted(e.id for e in acme)
         assert ours.bad_signatures == theirs.bad_signatures == []
+
+
+async def test_deleting_a_webhook_with_a_delivery_in_flight_is_clean(gateway: LiveGateway) -> None:
+    import structlog  # noqa: PLC0415
+
+    async with Receiver() as receiver:
+        receiver.delay = 0.5
+        created = await create(gateway, receiver)
+        with structlog.testing.capture_logs() as logs:
+            await publish(gateway.nats_url, [pushed("default", "iris", "v1")])
+            await eventually(lambda: receiver.requests == 1, what="the delivery in flight")
+            deleted = await gateway.call("DELETE", f"{WEBHOOKS}/{created['uid']}")
+            assert deleted.status_code == 200, deleted.text
+            await eventually(lambda: len(receiver.received) == 1, what="the answer given")
+            await asyncio.sleep(0.2)
+        assert not [e for e in logs if e["event"] == "gateway.webhooks.record_failed"]
+        assert await gateway.runtime.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
+        assert (await gateway.call("GET", f"{WEBHOOKS}/{created['uid']}")).status_code == 404

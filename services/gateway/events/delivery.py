@@ -35,6 +35,11 @@ from aiohttp.resolver import DefaultResolver
 from asyncpg.pool import PoolConnectionProxy
 
 from services.gateway.events import repository, service, signing
+from services.gateway.events.metrics import (
+    WEBHOOK_ATTEMPT_SECONDS,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DISABLED,
+)
 from services.gateway.events.models import AttemptOutcome, ClaimedDelivery
 from services.gateway.events.signing import SecretBox
 from services.gateway.events.urls import Network, RefusedUrl, check_url, refusal
@@ -232,12 +237,18 @@ class DeliveryWorker:
             status, disabled = await service.record_attempt(
                 self._pool, outcome, self._settings, gone=gone
             )
+            kind = "ok" if outcome.ok else "http_error" if outcome.status_code else "error"
+            WEBHOOK_ATTEMPTS.labels(kind).inc()
+            WEBHOOK_ATTEMPT_SECONDS.observe(outcome.latency_ms / 1000)
+            if status is None:
+                return  # its endpoint was deleted meanwhile
             bound = log.bind(delivery=delivery.id, attempt=delivery.attempt, status=status.value)
             if outcome.ok:
                 bound.debug("gateway.webhooks.delivered", latency_ms=round(outcome.latency_ms, 2))
             else:
                 bound.info("gateway.webhooks.attempt_failed", error=outcome.error)
             if disabled is not None:
+                WEBHOOK_DISABLED.inc()
                 bound.warning("gateway.webhooks.endpoint_disabled", reason=disabled)
         except Exception as exc:  # noqa: BLE001 - the lease brings it back
             log.warning("gateway.webhooks.record_failed", delivery=delivery.id, error=repr(exc))

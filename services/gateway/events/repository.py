@@ -321,14 +321,16 @@ async def seconds_until_due(conn: Connection | Pool) -> float | None:
 
 async def record_attempt(
     conn: Connection | Pool, outcome: AttemptOutcome, *, retry_in_seconds: float | None
-) -> DeliveryStatus:
-    """Store an attempt and move its delivery on: done, retried later, or failed for good.
+) -> DeliveryStatus | None:
+    """Store an attempt and move its delivery on: done, retried later, or failed for good
+    (None: the delivery was deleted with its endpoint meanwhile).
 
     One statement (atomic on its own: one round trip per delivery). `retry_in_seconds` is
     when to try again after a failure (None after a success).
     """
-    status: str = await conn.fetchval(
-        """WITH attempt AS (
+    try:
+        status: str | None = await conn.fetchval(
+            """WITH attempt AS (
                INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms,
                                              error, response_body)
                VALUES ($1, $6, $4, $7, $5, $8))
@@ -341,16 +343,18 @@ async def record_attempt(
                finished_at = CASE WHEN $2 OR attempts_left <= 1 THEN now() END,
                leased_until = NULL, last_status_code = $4, last_error = $5
            WHERE id = $1 RETURNING status""",
-        outcome.delivery_id,
-        outcome.ok,
-        retry_in_seconds or 0.0,
-        outcome.status_code,
-        outcome.error,
-        outcome.attempt,
-        outcome.latency_ms,
-        outcome.response_body,
-    )
-    return DeliveryStatus(status)
+            outcome.delivery_id,
+            outcome.ok,
+            retry_in_seconds or 0.0,
+            outcome.status_code,
+            outcome.error,
+            outcome.attempt,
+            outcome.latency_ms,
+            outcome.response_body,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        return None
+    return DeliveryStatus(status) if status is not None else None
 
 
 async def count_failure(

@@ -287,7 +287,7 @@ async def redeliver(
 
 async def record_attempt(
     pool: Pool, outcome: AttemptOutcome, settings: WebhookSettings, *, gone: bool = False
-) -> tuple[DeliveryStatus, str | None]:
+) -> tuple[DeliveryStatus | None, str | None]:
     """Store an attempt, schedule the retry, keep the endpoint's failure streak.
 
     The streak counts deliveries in a row that used up every attempt: a receiver that is
@@ -295,10 +295,13 @@ async def record_attempt(
     deliveries were waiting; one that fails the whole schedule `disable_after_failures`
     times in a row is. A receiver answering 410 Gone says it wants nothing more: it is
     disabled at once. Returns the delivery's status and, when this attempt disabled the
-    endpoint, the reason (recorded in the audit log in the same transaction).
+    endpoint, the reason (recorded in the audit log in the same transaction); None for a
+    delivery deleted with its endpoint while it was being sent.
     """
     delay = None if outcome.ok else retry_delay(outcome.attempt, settings)
     status = await repository.record_attempt(pool, outcome, retry_in_seconds=delay)
+    if status is None:
+        return None, None  # deleted with its endpoint while it was being sent
     if gone:
         reason, limit = "the receiver answered 410 Gone", 0
     elif status is DeliveryStatus.PENDING:

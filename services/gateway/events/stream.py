@@ -39,6 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from services.gateway.events.metrics import SSE_EVENTS_SENT, SSE_OVERFLOWS, SSE_READERS
 from services.gateway.settings import EventStreamSettings
 from shared.events import EVENT_STREAM, EVENT_SUBJECT_PREFIX, decode_event, organization_of
 from shared.events.organization import NoOrganizationError
@@ -208,6 +209,7 @@ class EventHub:
         """The SSE byte stream of one reader, from after `cursor`, of the events it accepts."""
         settings = self.settings
         self.readers += 1
+        SSE_READERS.inc()
         delivered = cursor
         try:
             if cursor < self.floor:
@@ -218,6 +220,7 @@ class EventHub:
                         yield chunk
             while not self._closed:
                 if cursor < self.floor or self.head - cursor > settings.max_lag_events:
+                    SSE_OVERFLOWS.inc()
                     yield control_frame(
                         "overflow",
                         {
@@ -239,6 +242,7 @@ class EventHub:
                     cursor = entry.seq
                     if accept(entry):
                         delivered = entry.seq
+                        SSE_EVENTS_SENT.inc()
                         yield frame(entry)
                 # Nothing newer was in the batch's range: skip to the head, so that a
                 # reader whose filter matches little is not counted as lagging.
@@ -246,6 +250,7 @@ class EventHub:
                     cursor = max(cursor, self.head)
         finally:
             self.readers -= 1
+            SSE_READERS.dec()
 
     async def _catch_up(
         self, cursor: int, accept: Accept
