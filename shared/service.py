@@ -174,22 +174,14 @@ class BackendRuntime:
         consumer: str,
         handler: EventHandler,
         events: Sequence[type[Event]] | None = None,
-        batch_size: int = 16,
     ) -> None:
-        """A durable consumer of `events` (all when None); see `shared.bus.consumer`.
-
-        `batch_size` is how many messages one fetch asks for. nats-py's fetch waits for a
-        whole batch (or its timeout) once the first message is in, so at low rates a
-        batch of 16 holds an event back for up to a second: a consumer that must act
-        within milliseconds asks for 1.
-        """
+        """A durable consumer of `events` (all when None); see `shared.bus.consumer`."""
         subscribe_events(
             self.broker,
             consumer=consumer,
             handler=handler,
             settings=self.settings.nats,
             events=events,
-            batch_size=batch_size,
         )
         self._consumers.append(consumer)
 

@@ -25,7 +25,7 @@ def create_runtime(
 ) -> tuple[BackendRuntime, Subscriptions]:
     tracer_provider = bootstrap(settings)
     runtime = BackendRuntime(settings, migrations_dir=MIGRATIONS, tracer_provider=tracer_provider)
-    handlers.register(runtime, settings)
+    handlers.register(runtime)
     runtime.resource(hooks(stop=transfers.aclose))
 
     async def bootstrap_identity() -> None:

@@ -66,6 +66,21 @@ async def test_a_reader_that_resumes_with_last_event_id_gets_every_event_once_in
     assert replayed.ids() == seqs
     await eventually(lambda: gateway.app.state.subscriptions.hub.readers == 0)
 
+    # Each resume read JetStream with a consumer of its own; none outlives its reader. What
+    # stays: the hub's ordered consumer and the gateway's two durable ones.
+    async def consumers_left() -> int:
+        nc = await nats.connect(gateway.nats_url)
+        try:
+            info = await nc.jetstream().stream_info(EVENT_STREAM)
+            return int(info.state.consumer_count)
+        finally:
+            await nc.close()
+
+    async def only_the_gateways() -> bool:
+        return await consumers_left() == 3
+
+    await eventually(only_the_gateways, what="the readers' consumers removed")
+
 
 async def test_idle_streams_get_keep_alive_comments(gateway: LiveGateway) -> None:
     reader = await read_stream(gateway, Reader(), until=lambda r: r.comments >= 3)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -126,7 +126,7 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
         super().__init__(
             events,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -134,7 +134,7 @@ class EventStreamResponse(StreamingResponse):
         self._events = events
 
     async def stream_response(self, send: Send) -> None:
-        async with contextlib.aclosing(self._events):  # type: ignore[type-var]
+        async with contextlib.aclosing(self._events):
             await super().stream_response(send)
 
 
@@ -178,10 +178,12 @@ async def stream_events(
     def accept(event: StreamEvent) -> bool:
         return wanted.accepts(event.organization, event.type, event.subject)
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
         yield b"retry: %d\n: position %d\n\n" % (RECONNECT_MILLISECONDS, cursor)
-        async for chunk in hub.read(cursor, accept):
-            yield chunk
+        # Closed with this generator, not when the collector finds it.
+        async with contextlib.aclosing(hub.read(cursor, accept)) as stream:
+            async for chunk in stream:
+                yield chunk
 
     return EventStreamResponse(events())
 

@@ -3,15 +3,16 @@
 - the `EventHub` (one ordered consumer of the event stream, the ring of recent events),
   which the SSE route reads;
 - the `DeliveryWorker`, which sends due webhook deliveries;
+- the `DeliveryQueue`, which turns events into deliveries (the durable consumer
+  `gateway-webhooks`);
 - the box that seals and opens signing secrets.
-
-The durable consumer that queues deliveries is registered by `handlers.register`.
 """
 
 from __future__ import annotations
 
 from services.gateway.events import service
 from services.gateway.events.delivery import DeliveryWorker
+from services.gateway.events.enqueue import DeliveryQueue
 from services.gateway.events.signing import SecretBox
 from services.gateway.events.stream import EventHub
 from services.gateway.settings import GatewaySettings
@@ -26,6 +27,7 @@ class Subscriptions:
         self.hub = EventHub(settings.events)
         self._box: SecretBox | None = None
         self._worker: DeliveryWorker | None = None
+        self._queue: DeliveryQueue | None = None
 
     @property
     def box(self) -> SecretBox:
@@ -43,6 +45,7 @@ class Subscriptions:
         """Start with the runtime (after its pool and NATS), stop before they close."""
         self.runtime.resource(hooks(start=self._start_hub, stop=self.hub.stop))
         self.runtime.resource(hooks(start=self._start_worker, stop=self._stop_worker))
+        self.runtime.resource(hooks(start=self._start_queue, stop=self._stop_queue))
 
     async def _start_hub(self) -> None:
         await self.hub.start(self.runtime.broker.connection.jetstream())
@@ -54,6 +57,17 @@ class Subscriptions:
             pool, self._box, self.settings.webhooks, schema=self.settings.schema_name
         )
         await self._worker.start()
+
+    async def _start_queue(self) -> None:
+        self._queue = DeliveryQueue(
+            self.runtime.pool, self.runtime.broker.connection.jetstream(), self.settings
+        )
+        await self._queue.start()
+
+    async def _stop_queue(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await queue.stop()
 
     async def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None

@@ -6,12 +6,12 @@ endpoints: they send the organization's events out of the platform, an act of th
 weight as issuing tokens. Every change commits with its audit record.
 
 A **delivery** is one event for one endpoint. The gateway's durable consumer
-`gateway-webhooks` writes the deliveries an event calls for in the same transaction as its
-`processed_once` record, so an event is queued for each endpoint exactly once even when
-the gateway dies mid-way and JetStream redelivers it. `delivery.DeliveryWorker` then sends
-them (see there) and records every attempt. Events that happen while an endpoint is
-disabled are not queued for it; what was pending when it was disabled goes out, in order,
-once it is re-enabled.
+`gateway-webhooks` (`enqueue`) writes the deliveries an event calls for in the same
+transaction as its `processed_once` record, so an event is queued for each endpoint
+exactly once even when the gateway dies mid-way and JetStream redelivers it.
+`delivery.DeliveryWorker` then sends them (see there) and records every attempt. Events
+that happen while an endpoint is disabled are not queued for it; what was pending when it
+was disabled goes out, in order, once it is re-enabled.
 """
 
 from __future__ import annotations

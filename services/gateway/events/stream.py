@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -99,7 +99,7 @@ class EventHub:
         self.head = 0
         self._changed = asyncio.Event()
         self._js: JetStreamContext | None = None
-        self._subscription: object | None = None
+        self._subscription: JetStreamContext.PushSubscription | None = None
         self._closed = False
         self.readers = 0
 
@@ -131,7 +131,7 @@ class EventHub:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             with contextlib.suppress(Exception):
-                await subscription.unsubscribe()  # type: ignore[attr-defined]
+                await subscription.unsubscribe()
 
     @property
     def closed(self) -> bool:
@@ -205,7 +205,7 @@ class EventHub:
 
     # --- one reader ------------------------------------------------------------------------
 
-    async def read(self, cursor: int, accept: Accept) -> AsyncIterator[bytes]:
+    async def read(self, cursor: int, accept: Accept) -> AsyncGenerator[bytes, None]:
         """The SSE byte stream of one reader, from after `cursor`, of the events it accepts."""
         settings = self.settings
         self.readers += 1
@@ -213,11 +213,13 @@ class EventHub:
         delivered = cursor
         try:
             if cursor < self.floor:
-                async for seq, chunk in self._catch_up(cursor, accept):
-                    cursor = seq
-                    if chunk is not None:
-                        delivered = seq
-                        yield chunk
+                # Closed at once when the reader goes, which removes its JetStream consumer.
+                async with contextlib.aclosing(self._catch_up(cursor, accept)) as history:
+                    async for seq, chunk in history:
+                        cursor = seq
+                        if chunk is not None:
+                            delivered = seq
+                            yield chunk
             while not self._closed:
                 if cursor < self.floor or self.head - cursor > settings.max_lag_events:
                     SSE_OVERFLOWS.inc()
@@ -254,7 +256,7 @@ class EventHub:
 
     async def _catch_up(
         self, cursor: int, accept: Accept
-    ) -> AsyncIterator[tuple[int, bytes | None]]:
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
         """Events after `cursor` from JetStream until the ring covers the rest; yields each
         position read, with its frame when the reader accepts it (None otherwise)."""
         psub = await self.js.pull_subscribe(
