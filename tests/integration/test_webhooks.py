@@ -322,3 +322,25 @@ async def test_deleting_a_webhook_with_a_delivery_in_flight_is_clean(gateway: Li
         assert not [e for e in logs if e["event"] == "gateway.webhooks.record_failed"]
         assert await gateway.runtime.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
         assert (await gateway.call("GET", f"{WEBHOOKS}/{created['uid']}")).status_code == 404
+
+
+async def test_two_gateway_replicas_share_the_work_without_doubling_or_reordering(
+    nats_url: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    settings = subscription_settings(nats_url, pg_dsn, tmp_path / "token")
+    async with (
+        live_gateway(settings) as one,
+        live_gateway(settings) as two,
+        Receiver() as receiver,
+    ):
+        await create(one, receiver)
+        events = [pushed("default", f"m{i % 3}", f"v{i}") for i in range(60)]
+        await publish(nats_url, events)
+        await eventually(lambda: len(set(receiver.event_ids())) == 60, 30, "all 60 delivered")
+        assert two.runtime.pool is not one.runtime.pool
+        assert await one.runtime.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 60
+        expected: dict[str, list[str]] = defaultdict(list)
+        for event in events:
+            expected[event.subject or ""].append(event.id)
+        assert by_subject(receiver) == expected
+        assert receiver.bad_signatures == []
