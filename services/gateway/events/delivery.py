@@ -99,6 +99,10 @@ class DeliveryWorker:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._outcomes: list[tuple[AttemptOutcome, bool]] = []
+        self._record_wake = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
+        self._recorder_stopping = False
         self._listener: Connection | None = None
         self._last_prune = float("-inf")
 
@@ -117,6 +121,8 @@ class DeliveryWorker:
             trust_env=False,
         )
         self._stopping = False
+        self._recorder_stopping = False
+        self._recorder = asyncio.create_task(self._record_loop(), name="webhook-recorder")
         self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -131,6 +137,13 @@ class DeliveryWorker:
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=grace)
             await stop_tasks(self._inflight, grace=5.0)
+        if self._recorder is not None:  # store what was sent before closing
+            self._recorder_stopping = True
+            self._record_wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._recorder), 10.0)
+            await stop_tasks([self._recorder], grace=5.0)
+            self._recorder = None
         await self._close_listener()
         if self._client is not None:
             await self._client.close()
@@ -226,32 +239,58 @@ class DeliveryWorker:
         claimed = await self._claim(1, delivery_id)
         if not claimed:
             return False
-        await self._deliver(claimed[0])
+        await self._record([await self._send(claimed[0])])
         return True
 
     # --- one attempt -----------------------------------------------------------------------
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        """Send, then hand the outcome to the recorder (the slot is free once sent)."""
         try:
             outcome, gone = await self._send(delivery)
-            status, disabled = await service.record_attempt(
-                self._pool, outcome, self._settings, gone=gone
+        except Exception:  # e.g. a secret that no longer decrypts
+            log.exception("gateway.webhooks.send_failed", delivery=delivery.id)
+            return  # its lease brings it back
+        kind = "ok" if outcome.ok else "http_error" if outcome.status_code else "error"
+        WEBHOOK_ATTEMPTS.labels(kind).inc()
+        WEBHOOK_ATTEMPT_SECONDS.observe(outcome.latency_ms / 1000)
+        self._outcomes.append((outcome, gone))
+        self._record_wake.set()
+
+    async def _record_loop(self) -> None:
+        """Store outcomes as they come: all that arrived during one write go in the next,
+        so under load many attempts share a commit, and at rest each is stored at once."""
+        while True:
+            if not self._outcomes:
+                if self._recorder_stopping:
+                    return
+                await self._record_wake.wait()
+            self._record_wake.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                await self._record(batch)
+                self._wake.set()  # the next delivery of those subjects may be due now
+
+    async def _record(self, batch: list[tuple[AttemptOutcome, bool]]) -> None:
+        try:
+            recorded = await service.record_attempts(self._pool, batch, self._settings)
+        except Exception as exc:  # noqa: BLE001 - their leases bring them back
+            log.warning("gateway.webhooks.record_failed", attempts=len(batch), error=repr(exc))
+            return
+        for item in recorded:
+            outcome = item.outcome
+            if item.status is None:
+                continue  # its endpoint was deleted meanwhile
+            bound = log.bind(
+                delivery=outcome.delivery_id, attempt=outcome.attempt, status=item.status.value
             )
-            kind = "ok" if outcome.ok else "http_error" if outcome.status_code else "error"
-            WEBHOOK_ATTEMPTS.labels(kind).inc()
-            WEBHOOK_ATTEMPT_SECONDS.observe(outcome.latency_ms / 1000)
-            if status is None:
-                return  # its endpoint was deleted meanwhile
-            bound = log.bind(delivery=delivery.id, attempt=delivery.attempt, status=status.value)
             if outcome.ok:
                 bound.debug("gateway.webhooks.delivered", latency_ms=round(outcome.latency_ms, 2))
             else:
                 bound.info("gateway.webhooks.attempt_failed", error=outcome.error)
-            if disabled is not None:
+            if item.disabled is not None:
                 WEBHOOK_DISABLED.inc()
-                bound.warning("gateway.webhooks.endpoint_disabled", reason=disabled)
-        except Exception as exc:  # noqa: BLE001 - the lease brings it back
-            log.warning("gateway.webhooks.record_failed", delivery=delivery.id, error=repr(exc))
+                bound.warning("gateway.webhooks.endpoint_disabled", reason=item.disabled)
 
     async def _send(self, delivery: ClaimedDelivery) -> tuple[AttemptOutcome, bool]:
         assert self._client is not None

@@ -319,70 +319,84 @@ async def seconds_until_due(conn: Connection | Pool) -> float | None:
     return None if value is None else float(value)
 
 
-async def record_attempt(
-    conn: Connection | Pool, outcome: AttemptOutcome, *, retry_in_seconds: float | None
-) -> DeliveryStatus | None:
-    """Store an attempt and move its delivery on: done, retried later, or failed for good
-    (None: the delivery was deleted with its endpoint meanwhile).
+async def record_attempts(
+    conn: Connection | Pool, outcomes: Sequence[tuple[AttemptOutcome, float | None]]
+) -> dict[int, DeliveryStatus]:
+    """Store attempts and move their deliveries on: done, retried later, or failed for good.
 
-    One statement (atomic on its own: one round trip per delivery). `retry_in_seconds` is
-    when to try again after a failure (None after a success).
+    Each outcome comes with when to try again after a failure (None after a success). One
+    statement for the whole batch, atomic on its own: under load many attempts share one
+    commit. Returns each delivery's new status; one deleted with its endpoint meanwhile is
+    left out.
     """
-    try:
-        status: str | None = await conn.fetchval(
-            """WITH attempt AS (
+    if not outcomes:
+        return {}
+    rows = await conn.fetch(
+        """WITH o AS (
+               SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[],
+                                    $4::double precision[], $5::text[], $6::text[],
+                                    $7::boolean[], $8::double precision[])
+                   AS o(delivery_id, attempt, status_code, latency_ms, error, response_body,
+                        ok, retry_in)),
+           attempts AS (
                INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms,
                                              error, response_body)
-               VALUES ($1, $6, $4, $7, $5, $8))
-           UPDATE webhook_deliveries SET
-               attempts_left = greatest(attempts_left - 1, 0),
-               status = CASE WHEN $2 THEN 'succeeded'
-                             WHEN attempts_left <= 1 THEN 'failed' ELSE 'pending' END,
-               next_attempt_at = CASE WHEN $2 THEN next_attempt_at
-                                      ELSE now() + make_interval(secs => $3) END,
-               finished_at = CASE WHEN $2 OR attempts_left <= 1 THEN now() END,
-               leased_until = NULL, last_status_code = $4, last_error = $5
-           WHERE id = $1 RETURNING status""",
-            outcome.delivery_id,
-            outcome.ok,
-            retry_in_seconds or 0.0,
-            outcome.status_code,
-            outcome.error,
-            outcome.attempt,
-            outcome.latency_ms,
-            outcome.response_body,
+               SELECT o.delivery_id, o.attempt, o.status_code, o.latency_ms, o.error,
+                      o.response_body
+               FROM o JOIN webhook_deliveries d ON d.id = o.delivery_id)
+           UPDATE webhook_deliveries d SET
+               attempts_left = greatest(d.attempts_left - 1, 0),
+               status = CASE WHEN o.ok THEN 'succeeded'
+                             WHEN d.attempts_left <= 1 THEN 'failed' ELSE 'pending' END,
+               next_attempt_at = CASE WHEN o.ok THEN d.next_attempt_at
+                                      ELSE now() + make_interval(secs => o.retry_in) END,
+               finished_at = CASE WHEN o.ok OR d.attempts_left <= 1 THEN now() END,
+               leased_until = NULL, last_status_code = o.status_code, last_error = o.error
+           FROM o WHERE d.id = o.delivery_id
+           RETURNING d.id, d.status""",
+        [o.delivery_id for o, _ in outcomes],
+        [o.attempt for o, _ in outcomes],
+        [o.status_code for o, _ in outcomes],
+        [o.latency_ms for o, _ in outcomes],
+        [o.error for o, _ in outcomes],
+        [o.response_body for o, _ in outcomes],
+        [o.ok for o, _ in outcomes],
+        [retry or 0.0 for _, retry in outcomes],
+    )
+    return {row["id"]: DeliveryStatus(row["status"]) for row in rows}
+
+
+async def reset_streaks(conn: Connection | Pool, endpoint_ids: Sequence[int]) -> None:
+    """A success ends an endpoint's failure streak (a write only where there is one)."""
+    if endpoint_ids:
+        await conn.execute(
+            """UPDATE webhook_endpoints SET failure_streak = 0
+               WHERE id = ANY($1::bigint[]) AND failure_streak > 0""",
+            list(endpoint_ids),
         )
-    except asyncpg.ForeignKeyViolationError:
-        return None
-    return DeliveryStatus(status) if status is not None else None
 
 
 async def count_failure(
-    conn: Connection, endpoint_id: int, *, ok: bool, disable_after: int, reason: str | None
+    conn: Connection, endpoint_id: int, *, disable_after: int, reason: str | None
 ) -> tuple[bool, int]:
-    """Update the endpoint's failure streak; disable it (with `reason`) at `disable_after`.
-
-    Returns (disabled now, streak). `disable_after` 0 disables at once. A success only
-    writes when there is a streak to reset, so concurrent deliveries to one endpoint do not
-    queue up on its row.
-    """
+    """Add a failed delivery to the endpoint's streak; disable it (with `reason`) at
+    `disable_after` (0: at once). Returns (disabled now, streak)."""
     row = await conn.fetchrow(
         """UPDATE webhook_endpoints e SET
-               failure_streak = CASE WHEN $2 THEN 0 ELSE e.failure_streak + 1 END,
-               enabled = e.enabled AND ($2 OR e.failure_streak + 1 < $3),
-               disabled_reason = CASE WHEN e.enabled AND NOT $2 AND e.failure_streak + 1 >= $3
-                                      THEN $4 ELSE e.disabled_reason END,
-               disabled_at = CASE WHEN e.enabled AND NOT $2 AND e.failure_streak + 1 >= $3
+               failure_streak = e.failure_streak + 1,
+               enabled = e.enabled AND e.failure_streak + 1 < $2,
+               disabled_reason = CASE WHEN e.enabled AND e.failure_streak + 1 >= $2
+                                      THEN $3 ELSE e.disabled_reason END,
+               disabled_at = CASE WHEN e.enabled AND e.failure_streak + 1 >= $2
                                   THEN now() ELSE e.disabled_at END
            FROM webhook_endpoints old
-           WHERE e.id = $1 AND old.id = e.id AND (NOT $2 OR e.failure_streak > 0)
+           WHERE e.id = $1 AND old.id = e.id
            RETURNING old.enabled AND NOT e.enabled AS disabled_now, e.failure_streak""",
         endpoint_id,
-        ok,
         disable_after,
         reason,
     )
-    if row is None:  # a success with no streak to reset (the usual case), or deleted meanwhile
+    if row is None:  # deleted meanwhile
         return False, 0
     return bool(row["disabled_now"]), int(row["failure_streak"])
 

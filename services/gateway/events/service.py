@@ -285,56 +285,87 @@ async def redeliver(
     await repository.requeue(conn, delivery.id, attempts=attempts)
 
 
-async def record_attempt(
-    pool: Pool, outcome: AttemptOutcome, settings: WebhookSettings, *, gone: bool = False
-) -> tuple[DeliveryStatus | None, str | None]:
-    """Store an attempt, schedule the retry, keep the endpoint's failure streak.
+@dataclass(frozen=True)
+class Recorded:
+    """What became of one attempt once stored."""
+
+    outcome: AttemptOutcome
+    status: DeliveryStatus | None  # None: deleted with its endpoint while it was sent
+    disabled: str | None  # the reason, when this attempt disabled the endpoint
+
+
+async def record_attempts(
+    pool: Pool, attempts: Sequence[tuple[AttemptOutcome, bool]], settings: WebhookSettings
+) -> list[Recorded]:
+    """Store attempts (each with whether the receiver answered 410 Gone), schedule their
+    retries, keep the endpoints' failure streaks.
 
     The streak counts deliveries in a row that used up every attempt: a receiver that is
     down for less than the retry schedule loses nothing and is not disabled, however many
     deliveries were waiting; one that fails the whole schedule `disable_after_failures`
     times in a row is. A receiver answering 410 Gone says it wants nothing more: it is
-    disabled at once. Returns the delivery's status and, when this attempt disabled the
-    endpoint, the reason (recorded in the audit log in the same transaction); None for a
-    delivery deleted with its endpoint while it was being sent.
+    disabled at once. A disabling is recorded in the audit log in the same transaction.
     """
-    delay = None if outcome.ok else retry_delay(outcome.attempt, settings)
-    status = await repository.record_attempt(pool, outcome, retry_in_seconds=delay)
-    if status is None:
-        return None, None  # deleted with its endpoint while it was being sent
+    async with pool.acquire() as conn, conn.transaction():
+        # One transaction: a delivery that failed for good and the endpoint it disables are
+        # seen together, so no later delivery is claimed in between.
+        statuses = await repository.record_attempts(
+            conn,
+            [
+                (outcome, None if outcome.ok else retry_delay(outcome.attempt, settings))
+                for outcome, _ in attempts
+            ],
+        )
+        await repository.reset_streaks(
+            conn,
+            sorted(
+                {
+                    o.endpoint_id
+                    for o, _ in attempts
+                    if statuses.get(o.delivery_id) is DeliveryStatus.SUCCEEDED
+                }
+            ),
+        )
+        recorded = []
+        for outcome, gone in attempts:
+            status = statuses.get(outcome.delivery_id)
+            disabled = None
+            if status is not None and (gone or status is DeliveryStatus.FAILED):
+                disabled = await _count_failure(conn, outcome, settings, gone=gone)
+            recorded.append(Recorded(outcome, status, disabled))
+    return recorded
+
+
+async def _count_failure(
+    conn: Connection, outcome: AttemptOutcome, settings: WebhookSettings, *, gone: bool
+) -> str | None:
     if gone:
         reason, limit = "the receiver answered 410 Gone", 0
-    elif status is DeliveryStatus.PENDING:
-        return status, None  # a retry is scheduled: no verdict on the endpoint yet
     else:
         limit = settings.disable_after_failures
         reason = (
             f"disabled after {limit} deliveries in a row failed every attempt;"
             f" the last: {outcome.error}"
         )
-    async with pool.acquire() as conn, conn.transaction():
-        disabled, _ = await repository.count_failure(
-            conn,
-            outcome.endpoint_id,
-            ok=status is DeliveryStatus.SUCCEEDED,
-            disable_after=limit,
-            reason=reason,
-        )
-        if disabled:
-            await audit_repository.insert_audit(
-                conn,
-                organization_id=await repository.organization_id_of(conn, outcome.endpoint_id),
-                actor_user_id=None,
-                actor_name=SYSTEM_ACTOR,
-                token_uid=None,
-                token_name=None,
-                request_id=None,
-                action="webhook.disabled",
-                resource_type="webhook",
-                resource=await repository.endpoint_uid_of(conn, outcome.endpoint_id),
-                details={"reason": reason},
-            )
-    return status, reason if disabled else None
+    disabled, _ = await repository.count_failure(
+        conn, outcome.endpoint_id, disable_after=limit, reason=reason
+    )
+    if not disabled:
+        return None
+    await audit_repository.insert_audit(
+        conn,
+        organization_id=await repository.organization_id_of(conn, outcome.endpoint_id),
+        actor_user_id=None,
+        actor_name=SYSTEM_ACTOR,
+        token_uid=None,
+        token_name=None,
+        request_id=None,
+        action="webhook.disabled",
+        resource_type="webhook",
+        resource=await repository.endpoint_uid_of(conn, outcome.endpoint_id),
+        details={"reason": reason},
+    )
+    return reason
 
 
 async def seconds_until_due(pool: Pool) -> float | None:

@@ -53,7 +53,8 @@ CREATE TABLE webhook_deliveries (
     leased_until    timestamptz,
     last_status_code integer,
     last_error      text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- When the row was written, not when its transaction began (a batch waits for events).
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at     timestamptz,
     UNIQUE (endpoint_id, event_id)
 );
