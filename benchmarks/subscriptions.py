@@ -251,21 +251,20 @@ async def raw_consumer(nats_url: str, receipts: Receipts) -> AsyncIterator[None]
 
 
 async def sse_reader(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     token: str,
     on_event: Callable[[str], None],
     connected: asyncio.Event,
 ) -> None:
-    async with client.stream(
-        "GET", f"{url}/api/ekiben/v1/events", headers={TOKEN: token}
-    ) as response:
+    """One SSE reader (aiohttp: 200 of them in this process must cost little CPU)."""
+    async with session.get(f"{url}/api/ekiben/v1/events", headers={TOKEN: token}) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("retry:"):
+        async for raw in response.content:
+            if raw.startswith(b"retry:"):
                 connected.set()
-            elif line.startswith("data: "):
-                on_event(json.loads(line[6:])["id"])
+            elif raw.startswith(b"data: "):
+                on_event(json.loads(raw[6:])["id"])
 
 
 class Receivers:
@@ -409,6 +408,12 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
     latency_port = free_port()
     with gateway_process(nats_url, dsn, port, token_file, tmp / "gateway.log") as gateway:
         async with producer.running(), contextlib.AsyncExitStack() as stack:
+            sse = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+                )
+            )
             http = await stack.enter_async_context(
                 httpx.AsyncClient(
                     timeout=httpx.Timeout(30.0, read=None), limits=httpx.Limits(max_connections=400)
@@ -441,7 +446,7 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
             latency_hook = await add_webhook(latency_port)
             connected = asyncio.Event()
             reader = asyncio.create_task(
-                sse_reader(http, url, token, lambda i: receipts.receive("sse", i), connected)
+                sse_reader(sse, url, token, lambda i: receipts.receive("sse", i), connected)
             )
             await asyncio.wait_for(connected.wait(), 30)
             counter = iter(range(10**9))
@@ -502,7 +507,7 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
                 ),
             }
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await reader
 
             # Memory: 200 readers.
@@ -519,7 +524,7 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
                 return record
 
             readers = [
-                asyncio.create_task(sse_reader(http, url, token, on_reader_event(n), flags[n]))
+                asyncio.create_task(sse_reader(sse, url, token, on_reader_event(n), flags[n]))
                 for n in range(args.readers)
             ]
             await asyncio.wait_for(asyncio.gather(*(f.wait() for f in flags)), 60)

@@ -324,10 +324,10 @@ async def record_attempts(
 ) -> dict[int, DeliveryStatus]:
     """Store attempts and move their deliveries on: done, retried later, or failed for good.
 
-    Each outcome comes with when to try again after a failure (None after a success). One
-    statement for the whole batch, atomic on its own: under load many attempts share one
-    commit. Returns each delivery's new status; one deleted with its endpoint meanwhile is
-    left out.
+    Each outcome comes with when to try again after a failure (None after a success); a
+    success also ends its endpoint's failure streak. One statement for the whole batch:
+    under load many attempts share one commit. Returns each delivery's new status; one
+    deleted with its endpoint meanwhile is left out.
     """
     if not outcomes:
         return {}
@@ -343,7 +343,12 @@ async def record_attempts(
                                              error, response_body)
                SELECT o.delivery_id, o.attempt, o.status_code, o.latency_ms, o.error,
                       o.response_body
-               FROM o JOIN webhook_deliveries d ON d.id = o.delivery_id)
+               FROM o JOIN webhook_deliveries d ON d.id = o.delivery_id),
+           -- A success ends its endpoint's failure streak (a write only where there is one).
+           streaks AS (
+               UPDATE webhook_endpoints e SET failure_streak = 0
+               FROM o JOIN webhook_deliveries d ON d.id = o.delivery_id
+               WHERE o.ok AND e.id = d.endpoint_id AND e.failure_streak > 0)
            UPDATE webhook_deliveries d SET
                attempts_left = greatest(d.attempts_left - 1, 0),
                status = CASE WHEN o.ok THEN 'succeeded'
@@ -364,16 +369,6 @@ async def record_attempts(
         [retry or 0.0 for _, retry in outcomes],
     )
     return {row["id"]: DeliveryStatus(row["status"]) for row in rows}
-
-
-async def reset_streaks(conn: Connection | Pool, endpoint_ids: Sequence[int]) -> None:
-    """A success ends an endpoint's failure streak (a write only where there is one)."""
-    if endpoint_ids:
-        await conn.execute(
-            """UPDATE webhook_endpoints SET failure_streak = 0
-               WHERE id = ANY($1::bigint[]) AND failure_streak > 0""",
-            list(endpoint_ids),
-        )
 
 
 async def count_failure(

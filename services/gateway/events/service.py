@@ -181,32 +181,37 @@ async def delete_endpoint(conn: Connection, endpoint: Endpoint) -> None:
 
 
 async def queue_deliveries(
-    conn: Connection, event: AnyEvent, stream_seq: int, settings: WebhookSettings
+    conn: Connection,
+    events: Sequence[tuple[AnyEvent, int]],
+    settings: WebhookSettings,
 ) -> int:
-    """Queue `event` for every enabled endpoint of its organization that wants its type.
+    """Queue each (event, stream sequence) for every enabled endpoint of its organization
+    that wants its type, in one insert; returns how many deliveries were queued.
 
-    Call in the transaction of the consumer's `processed_once` record.
+    Call in the transaction that records the events as processed.
     """
-    wanted = [
-        e
-        for e in await repository.enabled_endpoints(conn, organization_of(event))
-        if matches(e.types, event.type)
-    ]
-    if not wanted:
-        return 0
-    body = event.model_dump_json()
-    new = [
-        NewDelivery(
-            endpoint_id=e.id,
-            event_id=event.id,
-            event_type=event.type,
-            subject=event.subject or "",
-            stream_seq=stream_seq,
-            webhook_id=webhook_id_for(e.uid, event.id),
-            body=body,
-        )
-        for e in wanted
-    ]
+    endpoints: dict[str, list[Endpoint]] = {}
+    new = []
+    for event, stream_seq in events:
+        organization = organization_of(event)
+        if organization not in endpoints:
+            endpoints[organization] = await repository.enabled_endpoints(conn, organization)
+        wanted = [e for e in endpoints[organization] if matches(e.types, event.type)]
+        if not wanted:
+            continue
+        body = event.model_dump_json()
+        new += [
+            NewDelivery(
+                endpoint_id=e.id,
+                event_id=event.id,
+                event_type=event.type,
+                subject=event.subject or "",
+                stream_seq=stream_seq,
+                webhook_id=webhook_id_for(e.uid, event.id),
+                body=body,
+            )
+            for e in wanted
+        ]
     return len(await repository.insert_deliveries(conn, new, attempts=settings.max_attempts))
 
 
@@ -315,16 +320,6 @@ async def record_attempts(
                 (outcome, None if outcome.ok else retry_delay(outcome.attempt, settings))
                 for outcome, _ in attempts
             ],
-        )
-        await repository.reset_streaks(
-            conn,
-            sorted(
-                {
-                    o.endpoint_id
-                    for o, _ in attempts
-                    if statuses.get(o.delivery_id) is DeliveryStatus.SUCCEEDED
-                }
-            ),
         )
         recorded = []
         for outcome, gone in attempts:
