@@ -17,6 +17,12 @@ its own task:
 - a 2xx is a success; anything else is retried with exponential backoff and jitter until
   the delivery's attempts run out, and counts towards the endpoint's failure streak.
 
+Outcomes are stored by a recorder task, group-commit style: every outcome that arrived
+while the previous write ran goes into the next one statement, so under load hundreds of
+attempts share one commit and at rest each is stored at once. The lease stays on until
+then, and the next delivery of a subject becomes claimable only once its predecessor's
+outcome is stored.
+
 Delivery is at least once: a worker that dies after the receiver answered and before the
 attempt is recorded sends it again; the `webhook-id` lets the receiver drop the repeat.
 """
