@@ -66,18 +66,18 @@ async def test_a_reader_that_resumes_with_last_event_id_gets_every_event_once_in
     assert replayed.ids() == seqs
     await eventually(lambda: gateway.app.state.subscriptions.hub.readers == 0)
 
-    # Each resume read JetStream with a consumer of its own; none outlives its reader. What
-    # stays: the hub's ordered consumer and the gateway's two durable ones.
-    async def consumers_left() -> int:
+    # Each resume read JetStream with a consumer of its own (named sse-...); none outlives
+    # its reader.
+    async def reader_consumers() -> list[str]:
         nc = await nats.connect(gateway.nats_url)
         try:
-            info = await nc.jetstream().stream_info(EVENT_STREAM)
-            return int(info.state.consumer_count)
+            found = await nc.jetstream().consumers_info(EVENT_STREAM)
+            return [c.name for c in found if c.name.startswith("sse-")]
         finally:
             await nc.close()
 
     async def only_the_gateways() -> bool:
-        return await consumers_left() == 3
+        return await reader_consumers() == []
 
     await eventually(only_the_gateways, what="the readers' consumers removed")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -183,16 +184,9 @@ class EventHub:
     async def position_at(self, since: datetime) -> int:
         """The cursor just before the first event stored at or after `since`."""
         _, last = await self.bounds()
-        psub = await self.js.pull_subscribe(
-            ALL_EVENTS,
-            stream=EVENT_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_TIME,
-                opt_start_time=since,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            ),
+        psub, name = await _reader_consumer(
+            self.js,
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
         )
         try:
             info = await psub.consumer_info()
@@ -201,7 +195,7 @@ class EventHub:
             [msg] = await psub.fetch(1, timeout=5.0)
             return msg.metadata.sequence.stream - 1
         finally:
-            await _drop(self.js, psub)
+            await _drop(self.js, psub, name)
 
     # --- one reader ------------------------------------------------------------------------
 
@@ -259,15 +253,10 @@ class EventHub:
     ) -> AsyncGenerator[tuple[int, bytes | None], None]:
         """Events after `cursor` from JetStream until the ring covers the rest; yields each
         position read, with its frame when the reader accepts it (None otherwise)."""
-        psub = await self.js.pull_subscribe(
-            ALL_EVENTS,
-            stream=EVENT_STREAM,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=cursor + 1,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=60.0,
-                mem_storage=True,
+        psub, name = await _reader_consumer(
+            self.js,
+            ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=cursor + 1
             ),
         )
         try:
@@ -287,14 +276,33 @@ class EventHub:
                     event = stream_event(seq, msg.data)
                     yield seq, frame(event) if event is not None and accept(event) else None
         finally:
-            await _drop(self.js, psub)
+            await _drop(self.js, psub, name)
 
 
-async def _drop(js: JetStreamContext, psub: JetStreamContext.PullSubscription) -> None:
-    """Remove an ephemeral consumer now rather than when its inactivity threshold passes."""
-    with contextlib.suppress(Exception):
-        info = await psub.consumer_info()
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(EVENT_STREAM, info.name)
+async def _reader_consumer(
+    js: JetStreamContext, config: ConsumerConfig
+) -> tuple[JetStreamContext.PullSubscription, str]:
+    """An ephemeral pull consumer of every event, named here so that it can be deleted by
+    name (and by the server after a minute unused, should this process die first)."""
+    config.name = f"sse-{uuid.uuid4().hex}"
+    config.filter_subject = ALL_EVENTS
+    config.ack_policy = AckPolicy.NONE
+    config.inactive_threshold = 60.0
+    config.mem_storage = True
+    await js.add_consumer(EVENT_STREAM, config=config)
+    return await js.pull_subscribe_bind(consumer=config.name, stream=EVENT_STREAM), config.name
+
+
+async def _drop(js: JetStreamContext, psub: JetStreamContext.PullSubscription, name: str) -> None:
+    """Remove a reader's consumer now rather than when its inactivity threshold passes."""
     with contextlib.suppress(Exception):
         await psub.unsubscribe()
+    for _ in range(3):  # a busy server may time out once
+        try:
+            await js.delete_consumer(EVENT_STREAM, name)
+        except NotFoundError:
+            return
+        except Exception as exc:  # noqa: BLE001 - retried, then left to the threshold
+            log.debug("gateway.sse.consumer_delete_retry", consumer=name, error=repr(exc))
+        else:
+            return
