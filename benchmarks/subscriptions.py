@@ -570,6 +570,11 @@ def print_report(report: dict[str, Any]) -> None:
         f"warm-up {cfg['warmup']}, PostgreSQL fsync={'on' if cfg['fsync'] else 'off'}, "
         f"{report['host']['cpus']} CPUs"
     )
+    before, after = report["host"]["loadavg_before"], report["host"]["loadavg_after"]
+    print(
+        f"load average (1/5 min) before {before[0]:.2f} {before[1]:.2f},"
+        f" after {after[0]:.2f} {after[1]:.2f}: other work on this machine skews the figures"
+    )
     print()
     header = f"{'outbox commit -> receiver, ms':<40}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}"
     print(header)
@@ -641,6 +646,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("bench", level="WARNING", json=False)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ekiben-bench-") as tmp_name:
         tmp = Path(tmp_name)
         servers: list[RunningServer] = []
@@ -664,7 +670,12 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate,
             "fsync": not args.fast_pg,
         },
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
         "results": results,
         "targets": {
             "sse_p99_ms": results["latency"]["sse"]["p99"],
