@@ -199,6 +199,12 @@ def gateway_process(
             process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -334,8 +340,21 @@ async def produce(
     return late
 
 
+async def failures(dsn: str) -> dict[str, int]:
+    """Failed attempts so far, by error (a retry waits at least the backoff)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT left(error, 80) AS error, count(*) AS n FROM gateway.webhook_attempts
+               WHERE error IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 5"""
+        )
+    finally:
+        await conn.close()
+    return {row["error"]: row["n"] for row in rows}
+
+
 async def webhook_stages(
-    dsn: str, receipts: Receipts, ids: set[str], way: str
+    dsn: str, receipts: Receipts, ids: set[str], ways: list[str]
 ) -> dict[str, dict[str, float]]:
     """Split the webhook latency at the delivery row's creation and its attempt's record
     (PostgreSQL's clock, the same host's)."""
@@ -343,8 +362,9 @@ async def webhook_stages(
     try:
         rows = await conn.fetch(
             """SELECT d.event_id, extract(epoch FROM d.created_at) AS queued,
-                      extract(epoch FROM a.at) AS recorded, a.latency_ms
+                      a.latency_ms, e.url
                FROM gateway.webhook_deliveries d
+               JOIN gateway.webhook_endpoints e ON e.id = d.endpoint_id
                JOIN gateway.webhook_attempts a ON a.delivery_id = d.id AND a.attempt = 1
                WHERE d.event_id = ANY($1::text[])""",
             list(ids),
@@ -352,10 +372,11 @@ async def webhook_stages(
     finally:
         await conn.close()
     queued, sending, post = [], [], []
-    got = receipts.got_wall.get(way, {})
     for row in rows:
         event_id = row["event_id"]
-        if event_id not in got:
+        # The receiver's way is named by its port, the last part of the URL.
+        got = receipts.got_wall.get(f"webhook:{row['url'].rsplit('/', 1)[-1]}", {})
+        if f"webhook:{row['url'].rsplit('/', 1)[-1]}" not in ways or event_id not in got:
             continue
         queued.append((float(row["queued"]) - receipts.sent_wall[event_id]) * 1000)
         sending.append((got[event_id] - float(row["queued"])) * 1000)
@@ -461,7 +482,7 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
             late = await produce(producer, events, receipts, args.rate)
             ids = {e.id for e in events}
             await receipts.wait_all(latency_ways, ids, args.drain_timeout)
-            stages = await webhook_stages(dsn, receipts, ids, f"webhook:{latency_port}")
+            stages = await webhook_stages(dsn, receipts, ids, [f"webhook:{latency_port}"])
             results["latency"] = {
                 "webhook_stages_ms": stages,
                 "events": len(events),
@@ -482,13 +503,19 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
             fan = [make_event(next(counter)) for _ in range(args.fanout_events)]
             fan_ids = {e.id for e in fan}
             fan_ways = [f"webhook:{p}" for p in fan_ports]
+            gateway_cpu = cpu_seconds(gateway.pid)
+            bench_cpu = time.process_time()
             start = time.perf_counter()
             await produce(producer, fan, receipts, 0)
             produced = time.perf_counter() - start
             await receipts.wait_all(["raw", *fan_ways], fan_ids, args.drain_timeout)
+            gateway_cpu = cpu_seconds(gateway.pid) - gateway_cpu
+            bench_cpu = time.process_time() - bench_cpu
             last = max(receipts.got[w][i] for w in fan_ways for i in fan_ids)
             last_raw = max(receipts.got["raw"][i] for i in fan_ids)
             deliveries = len(fan) * len(fan_ways)
+            failed_attempts = await failures(dsn)
+            fan_stages = await webhook_stages(dsn, receipts, fan_ids, fan_ways)
             floor = await http_floor(
                 [e.model_dump_json().encode() for e in fan], [receivers.url(p) for p in fan_ports]
             )
@@ -500,6 +527,10 @@ async def run_all(args: argparse.Namespace, nats_url: str, dsn: str, tmp: Path) 
                 "webhook_seconds": last - start,
                 "webhook_deliveries_per_s": deliveries / (last - start),
                 "raw_events_per_s": len(fan) / (last_raw - start),
+                "failed_attempts": failed_attempts,
+                "gateway_cpu_seconds": gateway_cpu,
+                "bench_cpu_seconds": bench_cpu,
+                "stages_ms": fan_stages,
                 "http_floor_seconds": floor,
                 "http_floor_posts_per_s": deliveries / floor,
                 "webhook_latency_ms": summary(
@@ -602,6 +633,17 @@ def print_report(report: dict[str, Any]) -> None:
         f" {fan['webhook_deliveries_per_s']:.0f} deliveries/s"
     )
     print(f"  commit -> receipt, queueing included: p50 {fl['p50']:.0f} ms, p99 {fl['p99']:.0f} ms")
+    st = fan["stages_ms"]
+    print(
+        f"  of which commit -> queued p50 {st['commit_to_queued']['p50']:.0f} ms,"
+        f" queued -> received p50 {st['queued_to_received']['p50']:.0f} ms"
+    )
+    print(
+        f"  gateway CPU {fan['gateway_cpu_seconds']:.1f} s"
+        f" ({fan['gateway_cpu_seconds'] * 1000 / fan['deliveries']:.2f} ms/delivery), this"
+        f" process (producer, relay, receivers) {fan['bench_cpu_seconds']:.1f} s;"
+        f" failed attempts (retried): {fan['failed_attempts'] or 'none'}"
+    )
     print(
         f"  beside: raw JetStream {fan['raw_events_per_s']:.0f} events/s"
         f" (producer {fan['producer_seconds']:.2f} s); the same POSTs straight from aiohttp"

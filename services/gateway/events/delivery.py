@@ -106,6 +106,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[AttemptOutcome, bool]] = []
+        self._secrets: dict[bytes, str] = {}
         self._record_wake = asyncio.Event()
         self._recorder: asyncio.Task[None] | None = None
         self._recorder_stopping = False
@@ -285,18 +286,24 @@ class DeliveryWorker:
             return
         for item in recorded:
             outcome = item.outcome
-            if item.status is None:
-                continue  # its endpoint was deleted meanwhile
+            if item.status is None or outcome.ok:
+                continue  # deleted with its endpoint meanwhile, or done (see the metrics)
             bound = log.bind(
                 delivery=outcome.delivery_id, attempt=outcome.attempt, status=item.status.value
             )
-            if outcome.ok:
-                bound.debug("gateway.webhooks.delivered", latency_ms=round(outcome.latency_ms, 2))
-            else:
-                bound.info("gateway.webhooks.attempt_failed", error=outcome.error)
+            bound.info("gateway.webhooks.attempt_failed", error=outcome.error)
             if item.disabled is not None:
                 WEBHOOK_DISABLED.inc()
                 bound.warning("gateway.webhooks.endpoint_disabled", reason=item.disabled)
+
+    def _secret(self, sealed: bytes) -> str:
+        """The signing secret, decrypted once per sealed value (a few endpoints' worth)."""
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            if len(self._secrets) >= 1024:
+                self._secrets.clear()
+            secret = self._secrets[sealed] = self._box.open(sealed)
+        return secret
 
     async def _send(self, delivery: ClaimedDelivery) -> tuple[AttemptOutcome, bool]:
         assert self._client is not None
@@ -310,7 +317,7 @@ class DeliveryWorker:
             body = delivery.body.encode()
             headers = {
                 **signing.headers(
-                    self._box.open(delivery.secret_sealed),
+                    self._secret(delivery.secret_sealed),
                     delivery.webhook_id,
                     int(time.time()),
                     body,

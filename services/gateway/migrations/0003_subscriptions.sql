@@ -59,9 +59,11 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+-- The claim walks due deliveries in this order and probes the next for each's head.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id)
     WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, subject, stream_seq)
+CREATE INDEX webhook_deliveries_order
+    ON webhook_deliveries (endpoint_id, subject, stream_seq, id)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id DESC);
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
