@@ -38,3 +38,4 @@ asyncapi: venv  ## Regenerate the committed AsyncAPI document from the event mod
 bench: venv  ## Print the benchmark figures (several minutes)
 	$(BIN)/python benchmarks/outbox_latency.py
 	$(BIN)/python benchmarks/registry_transfer.py
+	$(BIN)/python benchmarks/subscriptions.py

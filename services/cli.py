@@ -186,15 +186,54 @@ def dev_k8s(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @events_app.command("tail")
 def events_tail(
     nats_url: Annotated[str, typer.Option(envvar="EKIBEN_NATS_URL")] = "nats://127.0.0.1:4222",
-    event_type: Annotated[
-        str | None, typer.Option("--type", help="Only this type, e.g. bento.pushed")
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EKIBEN_ENDPOINT",
+            help="Follow the gateway's event stream at this URL instead of NATS.",
+        ),
     ] = None,
-    replay: Annotated[bool, typer.Option(help="Start from the first stored event.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="EKIBEN_API_TOKEN", help="API token for --endpoint."),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="Only these types, e.g. bento.pushed; with --endpoint also a comma-separated"
+            " list and prefixes such as deployment.*",
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="With --endpoint: only events about this resource (trailing * ok)."),
+    ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(help="Start this far back (15m, 1h, 2d); on NATS also 'all'."),
+    ] = None,
 ) -> None:
     """Print lifecycle events as JSON lines as they happen."""
-    from services.tail import tail  # noqa: PLC0415
+    from services.tail import TailError, tail, tail_http  # noqa: PLC0415
 
-    asyncio.run(tail(nats_url, event_type=event_type, replay=replay))
+    try:
+        if endpoint:
+            if not token:
+                _fail("--endpoint needs --token (or EKIBEN_API_TOKEN)")
+            if replay == "all":
+                _fail("--replay all is for NATS; give a duration with --endpoint")
+            asyncio.run(
+                tail_http(endpoint, token, types=event_type, subject=subject, replay=replay)
+            )
+        else:
+            if subject:
+                _fail("--subject needs --endpoint")
+            asyncio.run(tail(nats_url, event_type=event_type, replay=replay))
+    except TailError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @events_app.command("asyncapi")

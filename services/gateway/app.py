@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from services.gateway.adapters.transfer import Transfers
 from services.gateway.artifacts import api as artifacts
 from services.gateway.audit import api as audit_api
+from services.gateway.events import api as events_api
 from services.gateway.events import handlers
+from services.gateway.events.runtime import Subscriptions
 from services.gateway.identity import api as identity_api
 from services.gateway.identity import service as identity
 from services.gateway.settings import GatewaySettings
@@ -18,7 +20,9 @@ from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_runtime(settings: GatewaySettings, transfers: Transfers) -> BackendRuntime:
+def create_runtime(
+    settings: GatewaySettings, transfers: Transfers
+) -> tuple[BackendRuntime, Subscriptions]:
     tracer_provider = bootstrap(settings)
     runtime = BackendRuntime(settings, migrations_dir=MIGRATIONS, tracer_provider=tracer_provider)
     handlers.register(runtime)
@@ -29,20 +33,30 @@ def create_runtime(settings: GatewaySettings, transfers: Transfers) -> BackendRu
         await identity.bootstrap(runtime.pool, settings.bootstrap_token_file)
 
     runtime.resource(hooks(start=bootstrap_identity))
-    return runtime
+    # The SSE hub and the webhook worker: after the pool and NATS, stopped before them.
+    subscriptions = Subscriptions(runtime, settings)
+    subscriptions.register()
+    return runtime, subscriptions
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     transfers = Transfers()
-    runtime = create_runtime(settings, transfers)
+    runtime, subscriptions = create_runtime(settings, transfers)
     app = backend_app(
         runtime,
         title="Ekiben gateway",
-        routers=[identity_api.router, audit_api.router, artifacts.bentos, artifacts.models],
+        routers=[
+            identity_api.router,
+            audit_api.router,
+            artifacts.bentos,
+            artifacts.models,
+            events_api.router,
+        ],
     )
     # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an
     # app driven without its lifespan (a test running `runtime.running()` itself) works too.
     app.state.runtime = runtime
     app.state.transfers = transfers
+    app.state.subscriptions = subscriptions
     return app

@@ -19,6 +19,11 @@ from shared.events.envelope import (
     dlq_subject_for,
     subject_for,
 )
+from shared.events.organization import (
+    ORGANIZATION_FIELD,
+    NoOrganizationError,
+    organization_of,
+)
 from shared.events.types import (
     EVENT_TYPES,
     AnyEvent,
@@ -45,6 +50,7 @@ __all__ = [
     "EVENT_STREAM",
     "EVENT_SUBJECT_PREFIX",
     "EVENT_TYPES",
+    "ORGANIZATION_FIELD",
     "AnyEvent",
     "ArtifactRef",
     "BentoDeleted",
@@ -61,7 +67,9 @@ __all__ = [
     "Event",
     "ModelDeleted",
     "ModelPushed",
+    "NoOrganizationError",
     "decode_event",
     "dlq_subject_for",
+    "organization_of",
     "subject_for",
 ]

@@ -12,9 +12,10 @@ the row again on restart; JetStream's duplicate window drops the copy.
 
 Read side: `processed_once(conn, consumer, event_id)` in the consumer's transaction
 records the event id; it returns False for a redelivery, which the handler then skips.
+`processed_first_time` does the same for a batch of events in one round trip.
 """
 
 from shared.outbox.relay import OutboxRelay
-from shared.outbox.store import processed_once, write_event, write_events
+from shared.outbox.store import processed_first_time, processed_once, write_event, write_events
 
-__all__ = ["OutboxRelay", "processed_once", "write_event", "write_events"]
+__all__ = ["OutboxRelay", "processed_first_time", "processed_once", "write_event", "write_events"]

@@ -44,3 +44,21 @@ async def processed_once(conn: Connection, consumer: str, event_id: str) -> bool
         event_id,
     )
     return bool(inserted)
+
+
+async def processed_first_time(
+    conn: Connection, consumer: str, event_ids: Sequence[str]
+) -> set[str]:
+    """`processed_once` for many events in one round trip: the ids seen for the first time.
+
+    Call inside the transaction that applies the events' effects.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("processed_first_time must run inside the transaction of the effect")
+    rows = await conn.fetch(
+        """INSERT INTO processed_events (consumer, event_id)
+           SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING event_id""",
+        consumer,
+        list(event_ids),
+    )
+    return {row["event_id"] for row in rows}

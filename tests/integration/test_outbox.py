@@ -253,3 +253,21 @@ async def test_published_rows_and_processed_records_are_pruned_after_the_retenti
         assert [row["v"] for row in versions] == ["new", "unsent"]
         kept = await pool.fetch("SELECT event_id FROM processed_events WHERE consumer = 'c'")
         assert [row["event_id"] for row in kept] == ["recent"]
+
+
+async def test_processed_first_time_is_processed_once_for_a_batch(
+    nats_url: str, pg_dsn: str
+) -> None:
+    from shared.outbox import processed_first_time  # noqa: PLC0415
+
+    runtime, _ = recording_runtime(nats_url, pg_dsn)
+    async with runtime.running(), runtime.pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            await processed_first_time(conn, "c", ["a"])
+        async with conn.transaction():
+            assert await processed_first_time(conn, "c", ["a", "b"]) == {"a", "b"}
+        async with conn.transaction():
+            assert await processed_first_time(conn, "c", ["b", "c", "c"]) == {"c"}
+            assert not await processed_once(conn, "c", "a")
+        async with conn.transaction():
+            assert await processed_first_time(conn, "other", ["a"]) == {"a"}

@@ -1,4 +1,8 @@
-"""Event subscribers of the gateway."""
+"""Event subscribers of the gateway: the event log.
+
+(Webhook deliveries are queued by `enqueue.DeliveryQueue`, which writes events in batches
+and in stream order, which this per-event machinery does not.)
+"""
 
 from __future__ import annotations
 
