@@ -43,13 +43,14 @@ from services.gateway.events.schemas import (
     webhook_with_secret_schema,
 )
 from services.gateway.events.stream import StreamEvent
+from services.gateway.guard import GatewayRoute
 from services.gateway.identity.auth import AdminPrincipal, CurrentPrincipal, Database
 from services.gateway.schemas import ListSchema, Page, list_schema, paging
 from shared.errors import Conflict, InvalidInput, Unavailable
 from shared.events.asyncapi import asyncapi_document
 from shared.http import error_responses
 
-router = APIRouter()
+router = APIRouter(route_class=GatewayRoute)
 Paging = Annotated[Page, Depends(paging())]
 
 EVENTS_PATH = "/api/ekiben/v1/events"
@@ -138,6 +139,9 @@ class EventStreamResponse(StreamingResponse):
             await super().stream_response(send)
 
 
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
 @router.get(
     EVENTS_PATH,
     tags=["events"],
@@ -150,7 +154,14 @@ class EventStreamResponse(StreamingResponse):
             " that fell behind",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 403, 410, 422, 503),
+        # Errors are JSON even on this route (the stream's media type is only for 200).
+        **{
+            status: {
+                "description": entry["description"],
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            }
+            for status, entry in error_responses(401, 403, 410, 422, 503).items()
+        },
     },
 )
 async def stream_events(
@@ -196,7 +207,25 @@ def _contract() -> dict[str, Any]:
     return asyncapi_document()
 
 
-@router.get("/api/ekiben/v1/asyncapi.json", tags=["events"])
+@router.get(
+    "/api/ekiben/v1/asyncapi.json",
+    tags=["events"],
+    responses={
+        200: {
+            "description": "The AsyncAPI 3.0 document",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["asyncapi", "info", "channels"],
+                        "properties": {"asyncapi": {"type": "string", "const": "3.0.0"}},
+                    }
+                }
+            },
+        },
+        **error_responses(422),
+    },
+)
 async def get_asyncapi() -> JSONResponse:
     """The AsyncAPI 3.0 document of every event (the same as docs/asyncapi.json)."""
     return JSONResponse(_contract())
