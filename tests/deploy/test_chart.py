@@ -37,10 +37,6 @@ KUBE_CLIENTS = {"builder", "deployer"}
 # Variables the chart sets for settings the builder's and the deployer's feature work add
 # (issues 9 and 10); until those land the services ignore them (extra="ignore").
 PENDING_SETTINGS = {
-    "EKIBEN_BUILDER_BACKEND": "where builds run: kubernetes (Jobs) or local",
-    "EKIBEN_BUILDER_JOB__IMAGE": "the image build Jobs run (buildah)",
-    "EKIBEN_BUILDER_JOB__REGISTRY_SECRET": "the dockerconfigjson Secret build Jobs mount",
-    "EKIBEN_BUILDER_KUBE__WATCH_NAMESPACES": "the namespaces the builder reconciles (JSON)",
     "EKIBEN_DEPLOYER_KUBE__WATCH_NAMESPACES": "the namespaces the deployer reconciles (JSON)",
     "EKIBEN_DEPLOYER_IMAGE_PULL_SECRET": "the imagePullSecret of the bento pods",
 }
