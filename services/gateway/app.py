@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.gateway.adapters.transfer import Transfers
 from services.gateway.artifacts import api as artifacts
 from services.gateway.audit import api as audit_api
+from services.gateway.builds import api as builds_api
 from services.gateway.events import api as events_api
 from services.gateway.events import handlers
 from services.gateway.events.runtime import Subscriptions
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             artifacts.bentos,
             artifacts.models,
             events_api.router,
+            builds_api.router,
         ],
     )
     # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an
