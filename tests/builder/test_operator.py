@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from services.builder.adapters.buildah import Buildah
@@ -26,6 +27,7 @@ from shared.contracts.builder import (
 from shared.kube.kinds import BENTO_REQUEST
 from tests.builder.conftest import BuilderStack, bentoml, build_greeter, login, wait_for
 from tests.fixtures.bentoml import Client
+from tests.fixtures.stack import TOKEN_HEADER
 
 pytestmark = [pytest.mark.k8s, pytest.mark.images, pytest.mark.timeout(600)]
 
@@ -102,6 +104,31 @@ async def test_an_image_in_the_registry_is_found_not_built(
         events = await bs.events("build.requested", "build.started", "build.completed")
         assert [e["type"] for e in events] == ["build.requested", "build.completed"]
         assert events[1]["data"]["image"] == f"{repository}@{pushed}"
+
+        # The builds API of the gateway.
+        headers = {TOKEN_HEADER: bs.stack.admin_token}
+        async with httpx.AsyncClient(base_url=bs.stack.url, headers=headers, timeout=30) as api:
+            listed = await api.get("/api/ekiben/v1/builds", params={"bento": tag})
+            assert listed.status_code == 200, listed.text
+            assert listed.json()["total"] == 1, listed.text
+            assert listed.json()["items"][0]["image"] == f"{repository}@{pushed}"
+            assert (await api.get("/api/ekiben/v1/builds?status=failed")).json()["total"] == 0
+            one = await api.get(f"/api/ekiben/v1/builds/{build.id}")
+            assert one.json()["status"] == "succeeded"
+            assert one.json()["bento"] == tag
+            posted = await api.post("/api/ekiben/v1/builds", json={"bento": tag})
+            assert posted.status_code == 202, posted.text
+            assert posted.json()["id"] == build.id  # the same content: the same build
+            bad = await api.post("/api/ekiben/v1/builds", json={"bento": "No Such"})
+            assert bad.status_code == 422
+            assert "not a bento tag" in bad.json()["error"]["message"]
+            missing = await api.post("/api/ekiben/v1/builds", json={"bento": "absent:v1"})
+            assert missing.status_code == 422, missing.text
+            assert "not found" in missing.json()["error"]["message"]
+            assert (await api.get("/api/ekiben/v1/builds/nope")).status_code == 404
+            assert (await api.get("/api/ekiben/v1/builds/nope/logs")).status_code == 404
+            wrong = await api.get("/api/ekiben/v1/builds?status=done")
+            assert wrong.status_code == 422
 
         # Asking again builds nothing: the succeeded build covers the same content.
         again = await service.request_build(

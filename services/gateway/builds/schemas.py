@@ -12,18 +12,19 @@ from shared.contracts.registry import TAG_PART
 from shared.contracts.vocabulary import BuildStatus
 from shared.text import StorableText
 
-_TAG = re.compile(rf"^({TAG_PART.pattern[1:-1]}):({TAG_PART.pattern[1:-1]})$")
+_PART = TAG_PART.pattern[1:-1]
+_TAG = re.compile(rf"^(?P<name>{_PART}):(?P<version>{_PART})$")
 
 
 def parse_bento_tag(value: str) -> tuple[str, str]:
     """`name:version` (BentoML's tag rules); ValueError saying what is wrong."""
     match = _TAG.match(value)
-    if match is None or len(match.group(1)) > 63 or len(match.group(2)) > 63:
+    if match is None or len(match["name"]) > 63 or len(match["version"]) > 63:
         raise ValueError(
             f"{value[:140]!r} is not a bento tag: give name:version, lowercase letters, digits, "
             "'-', '.' and '_', each part at most 63 characters"
         )
-    return match.group(1), match.group(2)
+    return match["name"], match["version"]
 
 
 class RequestBuildBody(StorableText):
