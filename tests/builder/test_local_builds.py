@@ -111,7 +111,7 @@ async def test_a_pushed_bento_is_built_pushed_published_and_runs(
 
         # What the registry holds runs: podman, host network, PORT.
         async with (
-            serve_image(container_env, image, pull="always") as served,
+            serve_image(container_env, image, pull="always", ready_timeout=180) as served,
             httpx.AsyncClient(base_url=served.url, timeout=30) as http,
         ):
             greet = await http.post("/greet", json={"name": "builder"})
