@@ -29,6 +29,7 @@ from services.builder.app import create_runtime
 from services.builder.controller import BuilderController
 from services.builder.settings import BuilderKubeSettings, BuilderSettings
 from shared.contracts.builder import bento_resource_name
+from shared.db import create_pool
 from shared.devstack.kube import KubeControlPlane
 from shared.devstack.oci import OciRegistry
 from shared.devstack.servers import S3Server
@@ -38,7 +39,7 @@ from shared.kube.objects import Objects
 from shared.service import BackendRuntime
 from shared.settings import NatsSettings, PostgresSettings
 from tests.fixtures.bentoml import Client, bentoml_client
-from tests.fixtures.stack import Stack, running_stack
+from tests.fixtures.stack import Stack, registry_settings, running_stack
 from tests.images.conftest import (
     busybox_context,
     busybox_image,
@@ -84,16 +85,13 @@ async def wait_for(
 @dataclass
 class BuilderStack:
     stack: Stack
-    builder: BackendRuntime
-    controller: BuilderController
+    builder: BackendRuntime | None  # None: the builder runs elsewhere (a process)
+    controller: BuilderController | None
     settings: BuilderSettings
     namespace: str
     objects: Objects
     registry: OciRegistry
-
-    @property
-    def pool(self) -> Any:
-        return self.builder.pool
+    pool: Any  # the builder's schema
 
     def resource_name(self, name: str, version: str, organization: str = "default") -> str:
         return bento_resource_name(organization, name, version)
@@ -139,14 +137,13 @@ def builder_settings(
     plane: KubeControlPlane,
     namespace: str,
     config_dir: Path,
+    prefix: str,
     **overrides: Any,
 ) -> BuilderSettings:
     containers = containers_settings(registry, config_dir).model_copy(
         update={"prune_on_start": False, **overrides.pop("containers", {})}
     )
-    target = target_registry(registry).model_copy(
-        update={"repository_prefix": f"t{uuid.uuid4().hex[:8]}"}
-    )
+    target = target_registry(registry).model_copy(update={"repository_prefix": prefix})
     return BuilderSettings(
         nats=NatsSettings(url=nats_url, backoff_seconds=[0.05, 0.1]),
         postgres=PostgresSettings(dsn=SecretStr(pg_dsn)),
@@ -172,25 +169,36 @@ def builder_stack(
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[BuilderStack]]:
     """A factory: `async with builder_stack(**settings) as bs:` runs everything."""
     token_file = tmp_path / "admin-token"
+    prefix = f"t{uuid.uuid4().hex[:8]}"  # one per test: a restarted builder pushes there too
+    registry = registry_settings(nats_url, pg_dsn, s3_server)  # and finds the same bucket
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[BuilderStack]:
+    async def start(*, builder: bool = True, **overrides: Any) -> AsyncIterator[BuilderStack]:
+        """Without `builder`, only the registry and the gateway run (and the settings are
+        for a builder process the test starts)."""
         settings = builder_settings(
             nats_url, pg_dsn, oci_registry, kube_control_plane, kube_namespace,
-            tmp_path / "containers", **overrides,
+            tmp_path / "containers", prefix, **overrides,
         )  # fmt: skip
-        async with running_stack(nats_url, pg_dsn, s3_server, token_file, serve_http=True) as st:
+        objects = Objects(kube_api, field_manager="test")
+        async with running_stack(
+            nats_url, pg_dsn, s3_server, token_file, serve_http=True, registry=registry
+        ) as st:
+            if not builder:
+                pool = await create_pool(pg_dsn, schema="builder")
+                try:
+                    yield BuilderStack(
+                        st, None, None, settings, kube_namespace, objects, oci_registry, pool
+                    )
+                finally:
+                    await pool.close()
+                return
             runtime, controller = create_runtime(settings)
             async with runtime.running():
                 yield BuilderStack(
-                    stack=st,
-                    builder=runtime,
-                    controller=controller,
-                    settings=settings,
-                    namespace=kube_namespace,
-                    objects=Objects(kube_api, field_manager="test"),
-                    registry=oci_registry,
-                )
+                    st, runtime, controller, settings, kube_namespace, objects, oci_registry,
+                    runtime.pool,
+                )  # fmt: skip
 
     return start
 
@@ -227,3 +235,42 @@ async def stream_events(nats_url: str) -> list[dict[str, Any]]:
         return found
     finally:
         await nc.close()
+
+
+def write_bento_project(
+    directory: Path, *, packages: list[str] | None = None, setup_script: str | None = None
+) -> Path:
+    """The greeter's code with extra Python packages or a docker setup script."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "service.py").write_text((GREETER / "service.py").read_text())
+    lines = ['service: "service:Greeter"', "include:", '  - "service.py"']
+    if packages:
+        lines += ["python:", "  lock_packages: false", "  packages:"]
+        lines += [f'    - "{p}"' for p in packages]
+    if setup_script:
+        (directory / "setup.sh").write_text(setup_script)
+        lines += ["docker:", '  setup_script: "setup.sh"']
+    (directory / "bentofile.yaml").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def settings_environment(settings: BuilderSettings, **extra: str) -> dict[str, str]:
+    """`settings` as the EKIBEN_BUILDER_* variables a builder process reads."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            name = f"{prefix}{key.upper()}"
+            if value is None:
+                continue
+            if isinstance(value, dict) and key not in ("mirrors", "build_args", "node_selector"):
+                walk(f"{name}__", value)
+            elif isinstance(value, dict | list | bool):
+                env[name] = json.dumps(value)
+            else:
+                env[name] = str(value)
+
+    walk("EKIBEN_BUILDER_", settings.model_dump(mode="json", exclude={"job"}))
+    env["EKIBEN_BUILDER_POSTGRES__DSN"] = settings.postgres.dsn.get_secret_value()
+    env.pop("EKIBEN_BUILDER_REGISTRY__PASSWORD", None)
+    return {**env, **extra}
