@@ -48,6 +48,7 @@ class RevisionRow:
     created_at: datetime
     kube_generation: int | None
     build_requested_at: datetime | None
+    build_failed_reason: str | None
 
     def contract(self) -> dep.Revision:
         return dep.Revision(
@@ -103,7 +104,7 @@ class DeploymentRow:
 
 _REVISION_COLUMNS = (
     "id, uid, deployment_id, number, bento, config, spec, source, created_by, created_at,"
-    " kube_generation, build_requested_at"
+    " kube_generation, build_requested_at, build_failed_reason"
 )
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.uid, d.organization, d.name, d.cluster, d.namespace, d.created_by, d.status,"
@@ -315,6 +316,26 @@ async def claim_build_request(db: Db, revision_id: int) -> bool:
         revision_id,
     )
     return bool(claimed)
+
+
+async def fail_builds(
+    db: Db, cluster: str, organization: str, name: str, version: str, reason: str
+) -> list[tuple[str, str]]:
+    """Mark latest revisions on `cluster` running bento name:version as failed to build.
+
+    Returns the (namespace, name) of each deployment concerned.
+    """
+    records = await db.fetch(
+        """UPDATE revisions r SET build_failed_reason = $5
+             FROM deployments d
+            WHERE r.deployment_id = d.id AND d.cluster = $1 AND d.organization = $2
+              AND r.bento ->> 'name' = $3 AND r.bento ->> 'version' = $4
+              AND r.number = (SELECT max(number) FROM revisions WHERE deployment_id = d.id)
+              AND r.build_failed_reason IS DISTINCT FROM $5
+        RETURNING d.namespace, d.name""",
+        cluster, organization, name, version, reason,
+    )  # fmt: skip
+    return [(r["namespace"], r["name"]) for r in records]
 
 
 async def delete_deployment(conn: Connection, deployment_id: int) -> None:

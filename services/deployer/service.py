@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets as random
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,8 @@ from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import Event
 from shared.events.types import (
     ArtifactRef,
+    BuildRequested,
+    BuildRequestedData,
     DeploymentDeleted,
     DeploymentRef,
     DeploymentRequested,
@@ -353,11 +356,11 @@ class DeployerService:
         A read first, a write only on a change: an idle controller costs no writes.
         """
         row = await repo.get_by_object(self._pool(), cluster, namespace, name)
-        if row is None or not _differs(row, status, reason, urls):
+        if row is None or not _differs(row, status, reason, urls) or _overtaken(row, status):
             return False
         async with self._pool().acquire() as conn, conn.transaction():
             locked = await repo.get_by_object(conn, cluster, namespace, name, lock=True)
-            if locked is None:
+            if locked is None or _overtaken(locked, status):
                 return False
             return await self._set_status(
                 conn, locked, status, reason, message, urls=urls, ready=ready,
@@ -415,8 +418,37 @@ class DeployerService:
     async def find(self, cluster: str, namespace: str, name: str) -> DeploymentRow | None:
         return await repo.get_by_object(self._pool(), cluster, namespace, name)
 
-    async def claim_build(self, row: DeploymentRow) -> bool:
-        return await repo.claim_build_request(self._pool(), row.revision.id)
+    async def request_build(self, row: DeploymentRow) -> bool:
+        """Ask the builder for the image of the revision's bento, once per revision.
+
+        `build.requested` names the cluster and namespace, where the builder of that cluster
+        publishes the Bento the controller waits for.
+        """
+        bento = row.revision.contract().bento
+        async with self._pool().acquire() as conn, conn.transaction():
+            if not await repo.claim_build_request(conn, row.revision.id):
+                return False
+            data = BuildRequestedData(
+                build_id=uuid.uuid4().hex,
+                bento=ArtifactRef(
+                    organization=row.organization, name=bento.name, version=bento.version
+                ),
+                reason="deployment",
+                requested_by=row.created_by,
+                cluster=row.cluster,
+                namespace=row.namespace,
+            )
+            await write_event(conn, BuildRequested(source=SOURCE, subject=_subject(row), data=data))
+        log.info("deployer.build.requested", deployment=row.name, bento=bento.tag)
+        return True
+
+    async def build_failed(
+        self, cluster: str, bento: ArtifactRef, reason: str
+    ) -> list[tuple[str, str]]:
+        """Record a failed build; the keys of this cluster's deployments it concerns."""
+        return await repo.fail_builds(
+            self._pool(), cluster, bento.organization, bento.name, bento.version, reason
+        )
 
     async def cluster_deployments(self, cluster: str) -> list[DeploymentRow]:
         return await repo.list_cluster_deployments(self._pool(), cluster)
@@ -466,6 +498,11 @@ class DeployerService:
         if row is None:
             raise NotFound(f"secret {ref.name} not found")
         return row.contract()
+
+
+def _overtaken(row: DeploymentRow, status: DeploymentStatus) -> bool:
+    """A report from a pass that started before a terminate: it must not revive it."""
+    return row.status in STOPPED and status not in STOPPED
 
 
 def _differs(

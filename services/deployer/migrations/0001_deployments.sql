@@ -45,6 +45,9 @@ CREATE TABLE revisions (
     -- metadata.generation of the BentoDeployment once this revision was applied (or read).
     kube_generation    bigint,
     build_requested_at timestamptz,
+    -- Set by build.failed for the bento this revision runs: image-build-failed until a
+    -- new revision.
+    build_failed_reason text,
     UNIQUE (deployment_id, number)
 );
 
