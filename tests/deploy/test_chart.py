@@ -41,8 +41,6 @@ PENDING_SETTINGS = {
     "EKIBEN_BUILDER_JOB__IMAGE": "the image build Jobs run (buildah)",
     "EKIBEN_BUILDER_JOB__REGISTRY_SECRET": "the dockerconfigjson Secret build Jobs mount",
     "EKIBEN_BUILDER_KUBE__WATCH_NAMESPACES": "the namespaces the builder reconciles (JSON)",
-    "EKIBEN_DEPLOYER_KUBE__WATCH_NAMESPACES": "the namespaces the deployer reconciles (JSON)",
-    "EKIBEN_DEPLOYER_IMAGE_PULL_SECRET": "the imagePullSecret of the bento pods",
 }
 WORKLOAD_KINDS = {"Deployment", "Job"}
 
