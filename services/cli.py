@@ -99,6 +99,20 @@ def up(
             help="Use this OCI registry (HOST:PORT or http(s)://HOST:PORT) for built images.",
         ),
     ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="EKIBEN_KUBECONFIG",
+            help="Deploy to this cluster (default: an embedded control plane with kwok nodes).",
+        ),
+    ] = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            envvar="EKIBEN_KUBERNETES",
+            help="Start the embedded control plane when no --kubeconfig is given.",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry and the
     five services."""
@@ -112,6 +126,8 @@ def up(
         s3_secret_key=s3_secret_key,
         s3_bucket=s3_bucket,
         registry_url=registry_url,
+        kubeconfig=kubeconfig.expanduser().resolve() if kubeconfig else None,
+        kubernetes=kubernetes,
     )
     stack = Stack(
         data_dir.expanduser().resolve(),

@@ -38,6 +38,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from services.catalog import SERVICES, ServiceEntry
+from shared.devstack.kube import KubeControlPlane, crd_paths, find_binaries
 from shared.devstack.oci import start_oci_registry
 from shared.devstack.process import ManagedProcess, StartupError, free_port, http_ok, wait_until
 from shared.devstack.servers import (
@@ -60,6 +61,10 @@ class External:
     s3_secret_key: str | None = None
     s3_bucket: str = "ekiben"
     registry_url: str | None = None
+    # A cluster for the deployer (its kubeconfig); None: an embedded control plane with
+    # kwok nodes when its binaries are built (tests/k8s/build.sh), unless `kubernetes` is off.
+    kubeconfig: Path | None = None
+    kubernetes: bool = True
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Endpoints:
     s3_secret_key: str
     s3_bucket: str
     registry_url: str = ""  # http(s)://HOST:PORT
+    kubeconfig: str = ""  # the deployer's cluster; "" when there is none
 
     @property
     def registry_host(self) -> str:
@@ -142,6 +148,7 @@ class Stack:
         self.gateway_port = gateway_port or free_port()
         self.dashboard_port = dashboard_port or free_port()
         self.servers: list[RunningServer] = []
+        self.kube_plane: KubeControlPlane | None = None
         self.services: dict[str, ManagedProcess] = {}
         self._supervised: dict[str, _Supervised] = {}
         self._endpoints: Endpoints | None = None
@@ -185,6 +192,9 @@ class Stack:
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+        if self.kube_plane is not None:
+            self.kube_plane.stop()
+            self.kube_plane = None
         (self.data_dir / "stack.json").unlink(missing_ok=True)
         if self._lock_file is not None:
             self._lock_file.close()
@@ -268,9 +278,15 @@ class Stack:
                     start_oci_registry, self.data_dir / "oci-registry", port=self._registry_port()
                 )
             )
+            kube_f = pool.submit(self._start_kubernetes) if self._wants_kubernetes() else None
             for entry in SERVICES.values():
                 entry.import_app_module()
             errors = []
+            if kube_f is not None:
+                try:
+                    self.kube_plane = kube_f.result()
+                except StartupError as exc:
+                    errors.append(f"kubernetes: {exc}")
             for future in (nats_f, pg_f, s3_f, oci_f):
                 if future is None:
                     continue
@@ -297,7 +313,41 @@ class Stack:
         )
         for server in self.servers:
             _say(f"{server.process.name} ready in {server.started_in:.2f}s: {server.url}")
-        return Endpoints(nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci)
+        kubeconfig = str(
+            ext.kubeconfig or (self.kube_plane.kubeconfig_path if self.kube_plane else "")
+        )
+        if self.kube_plane is not None:
+            _say(
+                f"kubernetes ready in {self.kube_plane.startup_seconds:.1f}s:"
+                f" {self.kube_plane.server_url} (kubeconfig {kubeconfig})"
+            )
+        elif not kubeconfig:
+            _say(
+                "no Kubernetes: deployments are recorded, not run"
+                " (build a control plane with bash tests/k8s/build.sh)"
+            )
+        return Endpoints(
+            nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci, kubeconfig
+        )
+
+    def _wants_kubernetes(self) -> bool:
+        if self.external.kubeconfig is not None or not self.external.kubernetes:
+            return False
+        try:
+            find_binaries()
+        except StartupError:
+            return False
+        return True
+
+    def _start_kubernetes(self) -> KubeControlPlane:
+        """A fresh control plane with kwok nodes and the CRDs (the deployer's cluster)."""
+        plane = KubeControlPlane.start(self.data_dir / "k8s")
+        try:
+            plane.apply_crds(crd_paths())
+        except BaseException:
+            plane.stop()
+            raise
+        return plane
 
     def _registry_port(self) -> int:
         """The embedded registry's port, the same across restarts while it is free.
@@ -367,6 +417,12 @@ class Stack:
             # on Docker Hub: seeding it once makes builds work without Docker Hub.
             mirrors = {"docker.io": [endpoints.registry_host]}
             env["EKIBEN_BUILDER_CONTAINERS__MIRRORS"] = json.dumps(mirrors)
+        # The deployer runs its controller on the embedded (or given) cluster, or none.
+        if endpoints.kubeconfig:
+            env["EKIBEN_DEPLOYER_KUBE__KUBECONFIG"] = endpoints.kubeconfig
+            env.setdefault("EKIBEN_DEPLOYER_KUBE__NAMESPACE", "default")
+        elif "EKIBEN_DEPLOYER_CONTROLLER_ENABLED" not in os.environ:
+            env["EKIBEN_DEPLOYER_CONTROLLER_ENABLED"] = "false"
         # The gateway's first start writes the admin's API token here (never to a log).
         env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]

@@ -26,10 +26,12 @@ from services.deployer.settings import DeployerSettings
 from shared.contracts.deployer import Cluster
 from shared.errors import Unavailable
 from shared.kube import LeaderElector, api_client
+from shared.logging import get_logger
 from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 from shared.tasks import stop_tasks
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = get_logger(__name__)
 
 
 class KubeSide(contextlib.AbstractAsyncContextManager[None]):
@@ -53,9 +55,24 @@ class KubeSide(contextlib.AbstractAsyncContextManager[None]):
             namespace=settings.kube.namespace,
             identity=identity(settings),
         )
-        self._task = asyncio.create_task(
-            self.elector.run(self.controller.controller.run), name="deployer-leader"
-        )
+        self._task = asyncio.create_task(self.elector.run(self._lead), name="deployer-leader")
+
+    async def _lead(self) -> None:
+        """One leadership term: the controller, and a pass making every BentoDeployment of
+        this cluster what the database says (a cluster rebuilt, an event missed)."""
+        controller = self.controller
+        assert controller is not None
+        running = asyncio.create_task(controller.controller.run(), name="deployer-controller")
+        try:
+            await controller.controller.wait_synced()
+            try:
+                for row in await self.service.cluster_deployments(self.settings.cluster_name):
+                    await controller.sync_from_database(row.namespace, row.name)
+            except Exception:  # the events and resyncs converge what this pass could not
+                log.exception("deployer.resync_from_database.failed")
+            await running
+        finally:
+            await stop_tasks([running], grace=15.0)
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self.elector is not None:
