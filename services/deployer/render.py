@@ -243,7 +243,9 @@ def command(bd: dict[str, Any], service: BentoService, *, single: bool) -> list[
         argv += ["--service-name", service.name]
     for dependency in service.dependencies:
         argv += ["--depends", f"{dependency}={service_url(bd, dependency)}"]
-    return [*argv, "--host", "0.0.0.0", "--port", str(PORT), BENTO_PATH]  # noqa: S104 - in a pod
+    # The port comes from BENTOML_PORT (the env below), so a pod template run elsewhere
+    # (podman on the host network) can move it without editing the command.
+    return [*argv, "--host", "0.0.0.0", BENTO_PATH]  # noqa: S104 - in a pod
 
 
 def _probe(path: str, **extra: Any) -> dict[str, Any]:

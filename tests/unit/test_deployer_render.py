@@ -67,7 +67,7 @@ def test_a_multi_service_bento_is_wired_through_bentomls_depends() -> None:
     assert front["command"] == [
         "python", "-m", "bentoml_cli._internal.start", "start-http-server",
         "--service-name", "Front", "--depends", "Model=http://shop-model.ns.svc:3000",
-        "--host", "0.0.0.0", "--port", "3000", "/home/bentoml/bento",
+        "--host", "0.0.0.0", "/home/bentoml/bento",
     ]  # fmt: skip
     model = deployments["shop-model"]["spec"]["template"]["spec"]["containers"][0]
     assert "--depends" not in model["command"]
@@ -84,6 +84,7 @@ def test_a_multi_service_bento_is_wired_through_bentomls_depends() -> None:
         assert manifest["metadata"]["labels"]["ekiben.dev/organization"] == "acme"
     pod = deployments["shop-front"]["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "bento-pull"}, {"name": "regcred"}]
+    assert {"name": "BENTOML_PORT", "value": "3000"} in front["env"]
     assert front["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert front["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
 
