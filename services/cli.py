@@ -107,6 +107,13 @@ def up(
             " of the embedded control plane.",
         ),
     ] = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            envvar="EKIBEN_KUBERNETES",
+            help="Start the embedded control plane when no --kubeconfig is given.",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry, a
     Kubernetes control plane and the five services."""
@@ -121,6 +128,7 @@ def up(
         s3_bucket=s3_bucket,
         registry_url=registry_url,
         kubeconfig=kubeconfig.expanduser().resolve() if kubeconfig else None,
+        kubernetes=kubernetes,
     )
     stack = Stack(
         data_dir.expanduser().resolve(),

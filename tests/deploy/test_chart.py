@@ -37,8 +37,6 @@ KUBE_CLIENTS = {"builder", "deployer"}
 # Variables the chart sets for settings the builder's and the deployer's feature work add
 # (issues 9 and 10); until those land the services ignore them (extra="ignore").
 PENDING_SETTINGS = {
-    "EKIBEN_DEPLOYER_KUBE__WATCH_NAMESPACES": "the namespaces the deployer reconciles (JSON)",
-    "EKIBEN_DEPLOYER_IMAGE_PULL_SECRET": "the imagePullSecret of the bento pods",
 }
 WORKLOAD_KINDS = {"Deployment", "Job"}
 
