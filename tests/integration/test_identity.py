@@ -534,12 +534,14 @@ async def test_changes_leave_audit_records_listed_newest_first(gateway: Gateway)
 # --- the operator's command ---------------------------------------------------------------------
 
 
-def ekiben(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ekiben(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EKIBEN_")}
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=60,
-        check=False,
+        check=False, input=stdin,
     )  # fmt: skip
 
 
