@@ -89,7 +89,10 @@ async def signed_in(request: Request) -> Page:
         if exc.status in (401, 404):
             raise SignInRequired(target) from None
         raise
-    return Page(request, gateway, ui.Viewer.from_session(session), ui.csrf_for_session(secret))
+    page = Page(request, gateway, ui.Viewer.from_session(session), ui.csrf_for_session(secret))
+    # Error pages raised later in this request keep the navigation of the signed-in page.
+    request.state.page = page
+    return page
 
 
 Signed = Annotated[Page, Depends(signed_in)]
@@ -140,10 +143,17 @@ def install(app: Any) -> None:
 
 
 def _message_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    page: Page | None = getattr(request.state, "page", None)
     return templates(request).TemplateResponse(
         request,
         "message.html",
-        {"viewer": None, "csrf": "", "ui": ui, "title": title, "message": message},
+        {
+            "viewer": page.viewer if page else None,
+            "csrf": page.csrf if page else "",
+            "ui": ui,
+            "title": title,
+            "message": message,
+        },
         status_code=status,
     )
 
