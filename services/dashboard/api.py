@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -628,15 +628,25 @@ async def add_user(
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit(page: Signed, action: str = "", page_number: int = 1) -> Response:
+async def audit(
+    page: Signed, action: str = "", actor: str = "", resource_type: str = "", page_number: int = 1
+) -> Response:
     _admins_only(page)
-    start = (max(1, page_number) - 1) * ui.PAGE_SIZE
+    number = max(1, page_number)
+    filters = {
+        "action": action.strip(),
+        "actor": actor.strip(),
+        "resource_type": resource_type.strip(),
+    }
     answer = await page.gateway.get(
-        "/api/ekiben/v1/audit", action=action.strip(), start=start, count=ui.PAGE_SIZE
+        "/api/ekiben/v1/audit", **filters, start=(number - 1) * ui.PAGE_SIZE, count=ui.PAGE_SIZE
     )
     return page.render(
         "audit.html",
         records=answer["items"],
-        action=action,
-        paging=ui.Paging.of(answer, max(1, page_number)),
+        filters=filters,
+        link=lambda **changes: (
+            "?" + urlencode({k: v for k, v in {**filters, **changes}.items() if v})
+        ),
+        paging=ui.Paging.of(answer, number),
     )

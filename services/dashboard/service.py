@@ -28,6 +28,27 @@ SORTS = {
     "name": "name-asc",
 }
 PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level page in the navigation. A new feature's pages (builds, deployments,
+    clusters) add a router in `api` and a line here; `base.html` draws the rest."""
+
+    href: str
+    label: str
+    admins_only: bool = False
+
+
+NAV = (
+    Section("/", "Home"),
+    Section("/bentos", "Bentos"),
+    Section("/models", "Models"),
+    Section("/events", "Events"),
+    Section("/tokens", "API tokens"),
+    Section("/members", "Members", admins_only=True),
+    Section("/audit", "Audit", admins_only=True),
+)
 EVENT_TYPES = (
     "bento.pushed",
     "bento.deleted",

@@ -113,3 +113,9 @@ def test_sizes_times_and_links_read_well() -> None:
     assert ui.login_command("http://gw", "ekb_x") == (
         "bentoml cloud login --endpoint http://gw --api-token ekb_x"
     )
+
+
+def test_the_navigation_names_every_page_once_with_admin_pages_marked() -> None:
+    hrefs = [s.href for s in ui.NAV]
+    assert len(hrefs) == len(set(hrefs))
+    assert {s.href for s in ui.NAV if s.admins_only} == {"/members", "/audit"}

@@ -1,7 +1,9 @@
 """Who is calling, and may they: the principal behind a request, as FastAPI dependencies.
 
 A request authenticates with its API token in the `X-YATAI-API-TOKEN` header (the only
-credential the bentoml client sends; a dashboard session cookie will be a second way in).
+credential the bentoml client sends), or with a session in `X-Ekiben-Session` (what
+signing in makes, `services.gateway.sessions`; the dashboard sends it). A session acts as
+its user in its organization, with its token's scopes when it was made from a token.
 The token decides everything else: the user, the one organization the request acts in,
 the user's role there, and the token's scopes. A request that names an organization
 (`X-Yatai-Organization` header or `?organization_name=`, as Yatai clients may) must name
