@@ -448,6 +448,9 @@ class Stack:
             env["EKIBEN_DEPLOYER_CONTROLLER_ENABLED"] = "false"
         # The gateway's first start writes the admin's API token here (never to a log).
         env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
+        # Until the first admin has a password, each start writes a one-time setup URL here.
+        env["EKIBEN_GATEWAY_SESSIONS__SETUP_URL_FILE"] = str(self.admin_setup_file)
+        env["EKIBEN_GATEWAY_SESSIONS__DASHBOARD_URL"] = urls["dashboard"]
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
         env["EKIBEN_DASHBOARD_SERVICE_URLS"] = json.dumps(
             {n: u for n, u in urls.items() if n != "dashboard"}
@@ -483,8 +486,17 @@ class Stack:
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
 
+    @property
+    def admin_setup_file(self) -> Path:
+        return self.data_dir / "admin-setup-url"
+
     def _say_admin_token(self) -> None:
         # On stderr: stdout carries only the URLs, which scripts read.
+        if self.admin_setup_file.is_file():
+            _say(
+                f"the admin has no password yet: open the one-time setup URL in"
+                f" {self.admin_setup_file}, or run `ekiben user set-password admin`"
+            )
         if self.admin_token_file.is_file():
             _say(f"admin API token: in {self.admin_token_file}")
         else:

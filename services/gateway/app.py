@@ -16,6 +16,8 @@ from services.gateway.events import handlers
 from services.gateway.events.runtime import Subscriptions
 from services.gateway.identity import api as identity_api
 from services.gateway.identity import service as identity
+from services.gateway.sessions import api as sessions_api
+from services.gateway.sessions import service as sessions
 from services.gateway.settings import GatewaySettings
 from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 
@@ -33,6 +35,8 @@ def create_runtime(
     async def bootstrap_identity() -> None:
         # Once per database: the first admin and a token to reach the API with.
         await identity.bootstrap(runtime.pool, settings.bootstrap_token_file)
+        # Every start until the first admin has a password: set it, or a setup URL.
+        await sessions.ensure_first_admin_password(runtime.pool, settings.sessions)
 
     runtime.resource(hooks(start=bootstrap_identity))
     # The SSE hub and the webhook worker: after the pool and NATS, stopped before them.
@@ -50,6 +54,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         title="Ekiben gateway",
         routers=[
             identity_api.router,
+            sessions_api.router,
             audit_api.router,
             artifacts.bentos,
             artifacts.models,
