@@ -320,7 +320,7 @@ class Stack:
         if self.kube is not None:
             _say(f"kubernetes ready in {self.kube.startup_seconds:.2f}s: {self.kube.server_url}")
         kubeconfig = str(ext.kubeconfig or (self.kube.kubeconfig_path if self.kube else ""))
-        elif not kubeconfig:
+        if not kubeconfig:
             _say("no Kubernetes (--no-kubernetes): deployments are recorded, not run")
         return Endpoints(
             nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci, kubeconfig
