@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from shared.events import EVENT_TYPES as KNOWN_EVENTS
+
 WRITE_SCOPES = frozenset({"api", "write_organization", "operate_organization"})
 ADMIN_SCOPES = frozenset({"api", "operate_organization"})
 _RANK = {"guest": 0, "developer": 1, "admin": 2}
@@ -49,13 +51,13 @@ NAV = (
     Section("/members", "Members", admins_only=True),
     Section("/audit", "Audit", admins_only=True),
 )
+# Every event type there is, from the one contract (`shared.events`): the browser's
+# EventSource listens by name, so a type added there shows in the feed with no change here.
+ALL_EVENT_TYPES = tuple(sorted(KNOWN_EVENTS))
+# What the /events filter offers: each type, and a prefix per resource.
 EVENT_TYPES = (
-    "bento.pushed",
-    "bento.deleted",
-    "model.pushed",
-    "model.deleted",
-    "build.*",
-    "deployment.*",
+    *sorted({f"{t.split('.')[0]}.*" for t in ALL_EVENT_TYPES}),
+    *ALL_EVENT_TYPES,
 )
 
 

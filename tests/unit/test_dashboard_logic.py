@@ -119,3 +119,11 @@ def test_the_navigation_names_every_page_once_with_admin_pages_marked() -> None:
     hrefs = [s.href for s in ui.NAV]
     assert len(hrefs) == len(set(hrefs))
     assert {s.href for s in ui.NAV if s.admins_only} == {"/members", "/audit"}
+
+
+def test_the_feed_listens_for_every_event_type_of_the_contract() -> None:
+    from shared.events import EVENT_TYPES  # noqa: PLC0415
+
+    assert set(ui.ALL_EVENT_TYPES) == set(EVENT_TYPES)
+    assert "deployment.status_changed" in ui.ALL_EVENT_TYPES
+    assert {"bento.*", "build.*", "deployment.*", "model.*"} <= set(ui.EVENT_TYPES)

@@ -2,7 +2,8 @@
 // reconnects on its own with Last-Event-ID), copy buttons and confirmations. No polling.
 "use strict";
 
-// Every event type the gateway publishes (EventSource needs a listener per `event:` name).
+// EventSource needs a listener per `event:` name: the page lists every type there is
+// (data-all-types, from the event contract), and these are the fallback.
 const EVENT_TYPES = [
   "bento.pushed", "bento.deleted", "model.pushed", "model.deleted",
   "build.requested", "build.started", "build.completed", "build.failed",
@@ -63,7 +64,7 @@ function renderEvent(event) {
   return item;
 }
 
-function subscribe(params, onEvent, onState) {
+function subscribe(params, onEvent, onState, allTypes) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) if (value) query.set(key, value);
   const source = new EventSource(`/live?${query}`);
@@ -72,7 +73,8 @@ function subscribe(params, onEvent, onState) {
     try { event = JSON.parse(message.data); } catch { return; }
     onEvent(event);
   };
-  for (const type of EVENT_TYPES) source.addEventListener(type, handle);
+  const names = allTypes ? allTypes.split(",").filter(Boolean) : EVENT_TYPES;
+  for (const type of names) source.addEventListener(type, handle);
   source.addEventListener("open", () => onState("live"));
   source.addEventListener("error", () => onState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
   return source;
@@ -99,6 +101,7 @@ function liveFeed(root) {
         : "Reconnecting to the event stream…";
       root.dataset.state = s;
     },
+    root.dataset.allTypes,
   );
 }
 
@@ -110,7 +113,7 @@ function liveNotice(root) {
     const what = describe(event);
     text.textContent = count === 1 ? `${event.type}: ${what.label}.` : `${count} changes since this page loaded (latest: ${event.type} ${what.label}).`;
     root.hidden = false;
-  }, () => {});
+  }, () => {}, root.dataset.allTypes);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
