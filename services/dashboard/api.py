@@ -102,7 +102,10 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True  # old browsers and curl; the token still has to match
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    # Behind a proxy that rewrites Host, the name the browser used is X-Forwarded-Host.
+    hosts = {request.headers.get("host", "")}
+    hosts.update(h.strip() for h in request.headers.get("x-forwarded-host", "").split(",") if h)
+    return urlsplit(origin).netloc in hosts
 
 
 def check_form(page: Page, token: str) -> None:
