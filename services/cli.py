@@ -104,9 +104,24 @@ def up(
             help="Use this OCI registry (HOST:PORT or http(s)://HOST:PORT) for built images.",
         ),
     ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="EKIBEN_KUBECONFIG",
+            help="Use this cluster (its kubeconfig; the CRDs of deploy/crds installed) instead"
+            " of the embedded control plane.",
+        ),
+    ] = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            envvar="EKIBEN_KUBERNETES",
+            help="Start the embedded control plane when no --kubeconfig is given.",
+        ),
+    ] = True,
 ) -> None:
-    """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry and the
-    five services."""
+    """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry, a
+    Kubernetes control plane and the five services."""
     from services.stack import External, Stack  # noqa: PLC0415
 
     external = External(
@@ -117,6 +132,8 @@ def up(
         s3_secret_key=s3_secret_key,
         s3_bucket=s3_bucket,
         registry_url=registry_url,
+        kubeconfig=kubeconfig.expanduser().resolve() if kubeconfig else None,
+        kubernetes=kubernetes,
     )
     stack = Stack(
         data_dir.expanduser().resolve(),

@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from services.gateway.adapters.transfer import Transfers
 from services.gateway.artifacts import api as artifacts
 from services.gateway.audit import api as audit_api
+from services.gateway.builds import api as builds_api
+from services.gateway.deployments import api as deployments_api
 from services.gateway.events import api as events_api
 from services.gateway.events import handlers
 from services.gateway.events.runtime import Subscriptions
@@ -57,6 +59,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             artifacts.bentos,
             artifacts.models,
             events_api.router,
+            builds_api.router,
+            deployments_api.deployments,
+            deployments_api.clusters,
+            deployments_api.secrets,
         ],
     )
     # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an
