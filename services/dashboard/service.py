@@ -46,6 +46,8 @@ NAV = (
     Section("/", "Home"),
     Section("/bentos", "Bentos"),
     Section("/models", "Models"),
+    Section("/builds", "Builds"),
+    Section("/deployments", "Deployments"),
     Section("/events", "Events"),
     Section("/tokens", "API tokens"),
     Section("/members", "Members", admins_only=True),
@@ -294,6 +296,20 @@ def manifest_view(manifest: dict[str, Any] | None) -> ManifestView:
         models.extend(tag for tag in service.models if tag not in models)
     view.models = list(dict.fromkeys(t for t in models if t))
     return view
+
+
+def duration(start: str | None, end: str | None) -> str:
+    """`1m 05s` between two RFC 3339 times (to now when `end` is None); "" without a start."""
+    if not start:
+        return ""
+    try:
+        begun = datetime.fromisoformat(start)
+        ended = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    except ValueError:
+        return ""
+    seconds = max(0, int((ended - begun).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def tag_link(kind: str, tag: str) -> str:

@@ -127,3 +127,10 @@ def test_the_feed_listens_for_every_event_type_of_the_contract() -> None:
     assert set(ui.ALL_EVENT_TYPES) == set(EVENT_TYPES)
     assert "deployment.status_changed" in ui.ALL_EVENT_TYPES
     assert {"bento.*", "build.*", "deployment.*", "model.*"} <= set(ui.EVENT_TYPES)
+
+
+def test_a_builds_duration_reads_in_minutes_and_seconds() -> None:
+    assert ui.duration("2026-12-02T06:00:00+00:00", "2026-12-02T06:01:05+00:00") == "1m 05s"
+    assert ui.duration("2026-12-02T06:00:00+00:00", "2026-12-02T06:00:09+00:00") == "9s"
+    assert ui.duration(None, None) == ""
+    assert ui.duration("not a time", None) == ""

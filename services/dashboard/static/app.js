@@ -116,7 +116,38 @@ function liveNotice(root) {
   }, () => {}, root.dataset.allTypes);
 }
 
+// Tables whose rows change in place: a deployment's status, a build's progress.
+const BUILD_STATUS = {
+  "build.requested": "pending", "build.started": "building",
+  "build.completed": "succeeded", "build.failed": "failed",
+};
+
+function rowKey(event) {
+  const data = event.data || {};
+  if (data.deployment) return `${data.deployment.cluster}/${data.deployment.name}`;
+  return data.build_id || "";
+}
+
+function liveRows(table) {
+  subscribe({ types: table.dataset.types || "" }, (event) => {
+    const row = [...table.querySelectorAll("tr[data-key]")].find((r) => r.dataset.key === rowKey(event));
+    if (!row) return;
+    const cell = row.querySelector("[data-field=status]");
+    const status = event.type === "deployment.status_changed" ? event.data.status
+      : event.type === "deployment.terminated" ? "terminated" : BUILD_STATUS[event.type];
+    if (!cell || !status) return;
+    cell.textContent = status;
+    cell.className = `status ${status}`;
+    const replicas = event.data.desired_replicas ? ` (${event.data.ready_replicas}/${event.data.desired_replicas} ready)` : "";
+    if (replicas) cell.textContent += replicas;
+    row.classList.remove("fresh");
+    void row.offsetWidth;  // restart the highlight
+    row.classList.add("fresh");
+  }, () => {}, document.body.dataset.allTypes);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-live-rows]").forEach(liveRows);
   document.querySelectorAll("[data-live-feed]").forEach(liveFeed);
   document.querySelectorAll("[data-live-notice]").forEach(liveNotice);
   document.querySelectorAll("[data-copy]").forEach((button) => {
