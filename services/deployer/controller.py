@@ -484,6 +484,9 @@ class DeploymentController:
             return
         manifest = bento_deployment_manifest(row)
         live = await self.objects.get(BENTO_DEPLOYMENT, key)
+        if live is not None and row.revision.source == "cluster":
+            return  # the revision was read from this object: writing it back would take
+            # kubectl's fields over under the API's field manager
         if (
             live is not None
             and live["metadata"].get("annotations", {}).get(dep.REVISION_ANNOTATION)
