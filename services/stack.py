@@ -38,7 +38,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from services.catalog import SERVICES, ServiceEntry
-from shared.devstack.kube import KubeControlPlane, crd_paths, find_binaries
+from shared.devstack.kube import BUILD_SCRIPT, PROJECT_ROOT, KubeControlPlane, crd_paths
+from shared.devstack.kube import find_binaries as find_kube_binaries
 from shared.devstack.oci import start_oci_registry
 from shared.devstack.process import ManagedProcess, StartupError, free_port, http_ok, wait_until
 from shared.devstack.servers import (
@@ -61,9 +62,9 @@ class External:
     s3_secret_key: str | None = None
     s3_bucket: str = "ekiben"
     registry_url: str | None = None
-    # A cluster for the deployer (its kubeconfig); None: an embedded control plane with
-    # kwok nodes when its binaries are built (tests/k8s/build.sh), unless `kubernetes` is off.
+    # A kubeconfig of an existing cluster (the project's CRDs installed); None: embedded.
     kubeconfig: Path | None = None
+    # False: no embedded control plane either (deployments are recorded, not run).
     kubernetes: bool = True
 
 
@@ -76,7 +77,7 @@ class Endpoints:
     s3_secret_key: str
     s3_bucket: str
     registry_url: str = ""  # http(s)://HOST:PORT
-    kubeconfig: str = ""  # the deployer's cluster; "" when there is none
+    kubeconfig: str = ""
 
     @property
     def registry_host(self) -> str:
@@ -106,6 +107,9 @@ def _port_free(port: int) -> bool:
             return False
     return True
 
+
+# Where the builder keeps its Lease and its BentoRequests in the embedded cluster.
+KUBE_NAMESPACE = "ekiben"
 
 # A service that exits this many times within the window cannot stay up: the stack stops.
 MAX_EXITS = 5
@@ -148,13 +152,13 @@ class Stack:
         self.gateway_port = gateway_port or free_port()
         self.dashboard_port = dashboard_port or free_port()
         self.servers: list[RunningServer] = []
-        self.kube_plane: KubeControlPlane | None = None
         self.services: dict[str, ManagedProcess] = {}
         self._supervised: dict[str, _Supervised] = {}
         self._endpoints: Endpoints | None = None
         self._urls: dict[str, str] = {}
         self._stop = threading.Event()
         self._lock_file: IO[str] | None = None
+        self.kube: KubeControlPlane | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -173,7 +177,7 @@ class Stack:
             self._say_admin_token()
             sys.stdout.write(
                 f"gateway: {urls['gateway']}\ndashboard: {urls['dashboard']}\n"
-                f"registry: {endpoints.registry_host}\n"
+                f"registry: {endpoints.registry_host}\nkubeconfig: {endpoints.kubeconfig}\n"
             )
             sys.stdout.flush()
             return self._supervise()
@@ -189,12 +193,12 @@ class Stack:
             proc.stop(timeout=15)
             _say(f"stopped {name}")
         self.services.clear()
+        if self.kube is not None:
+            self.kube.stop()
+            self.kube = None
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
-        if self.kube_plane is not None:
-            self.kube_plane.stop()
-            self.kube_plane = None
         (self.data_dir / "stack.json").unlink(missing_ok=True)
         if self._lock_file is not None:
             self._lock_file.close()
@@ -278,15 +282,15 @@ class Stack:
                     start_oci_registry, self.data_dir / "oci-registry", port=self._registry_port()
                 )
             )
-            kube_f = pool.submit(self._start_kubernetes) if self._wants_kubernetes() else None
+            kube_f = pool.submit(self._start_kube) if self._wants_kubernetes() else None
             for entry in SERVICES.values():
                 entry.import_app_module()
             errors = []
             if kube_f is not None:
                 try:
-                    self.kube_plane = kube_f.result()
+                    self.kube = kube_f.result()
                 except StartupError as exc:
-                    errors.append(f"kubernetes: {exc}")
+                    errors.append(str(exc))
             for future in (nats_f, pg_f, s3_f, oci_f):
                 if future is None:
                     continue
@@ -313,37 +317,52 @@ class Stack:
         )
         for server in self.servers:
             _say(f"{server.process.name} ready in {server.started_in:.2f}s: {server.url}")
-        kubeconfig = str(
-            ext.kubeconfig or (self.kube_plane.kubeconfig_path if self.kube_plane else "")
-        )
-        if self.kube_plane is not None:
-            _say(
-                f"kubernetes ready in {self.kube_plane.startup_seconds:.1f}s:"
-                f" {self.kube_plane.server_url} (kubeconfig {kubeconfig})"
-            )
-        elif not kubeconfig:
-            _say(
-                "no Kubernetes: deployments are recorded, not run"
-                " (build a control plane with bash tests/k8s/build.sh)"
-            )
+        if self.kube is not None:
+            _say(f"kubernetes ready in {self.kube.startup_seconds:.2f}s: {self.kube.server_url}")
+        kubeconfig = str(ext.kubeconfig or (self.kube.kubeconfig_path if self.kube else ""))
+        if not kubeconfig:
+            _say("no Kubernetes (--no-kubernetes): deployments are recorded, not run")
         return Endpoints(
             nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci, kubeconfig
         )
 
     def _wants_kubernetes(self) -> bool:
-        if self.external.kubeconfig is not None or not self.external.kubernetes:
-            return False
-        try:
-            find_binaries()
-        except StartupError:
-            return False
-        return True
+        return self.external.kubeconfig is None and self.external.kubernetes
 
-    def _start_kubernetes(self) -> KubeControlPlane:
-        """A fresh control plane with kwok nodes and the CRDs (the deployer's cluster)."""
-        plane = KubeControlPlane.start(self.data_dir / "k8s")
+    def _start_kube(self) -> KubeControlPlane:
+        """The embedded control plane (simulated nodes: pods never run), CRDs applied.
+
+        Its binaries are built from the official Go modules on first use (minutes; cached
+        under ~/.cache/ekiben). The builder's namespace `ekiben` is created in it.
+        """
+        try:
+            binaries = find_kube_binaries()
+        except StartupError:
+            script = PROJECT_ROOT / BUILD_SCRIPT
+            if not script.is_file():
+                raise
+            _say(f"building the Kubernetes control plane once ({BUILD_SCRIPT}, ~15 min)...")
+            import subprocess  # noqa: PLC0415
+
+            done = subprocess.run(  # noqa: S603 - our own build script
+                ["bash", str(script)],  # noqa: S607
+                check=False,
+                capture_output=True,
+            )
+            if done.returncode != 0:
+                raise StartupError(
+                    f"{BUILD_SCRIPT} failed:\n{done.stderr.decode(errors='replace')[-2000:]}"
+                ) from None
+            binaries = find_kube_binaries()
+        plane = KubeControlPlane.start(self.data_dir / "k8s", binaries=binaries)
         try:
             plane.apply_crds(crd_paths())
+            plane.request(
+                "POST",
+                "/api/v1/namespaces",
+                json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": KUBE_NAMESPACE}}),
+            )  # fmt: skip
         except BaseException:
             plane.stop()
             raise
@@ -412,6 +431,10 @@ class Stack:
         # The builder pushes to the OCI registry and keeps its layer store in the data dir.
         env["EKIBEN_BUILDER_REGISTRY__URL"] = endpoints.registry_url
         env["EKIBEN_BUILDER_CONTAINERS__STATE_DIR"] = str(self.data_dir / "builder")
+        env["EKIBEN_BUILDER_BACKEND"] = "local"
+        if endpoints.kubeconfig:
+            env["EKIBEN_BUILDER_KUBE__KUBECONFIG"] = endpoints.kubeconfig
+            env.setdefault("EKIBEN_BUILDER_KUBE__NAMESPACE", KUBE_NAMESPACE)
         if "EKIBEN_BUILDER_CONTAINERS__MIRRORS" not in os.environ:
             # Base images (FROM python:3.11-slim) are looked for in the registry first, then
             # on Docker Hub: seeding it once makes builds work without Docker Hub.
@@ -420,11 +443,14 @@ class Stack:
         # The deployer runs its controller on the embedded (or given) cluster, or none.
         if endpoints.kubeconfig:
             env["EKIBEN_DEPLOYER_KUBE__KUBECONFIG"] = endpoints.kubeconfig
-            env.setdefault("EKIBEN_DEPLOYER_KUBE__NAMESPACE", "default")
+            env.setdefault("EKIBEN_DEPLOYER_KUBE__NAMESPACE", KUBE_NAMESPACE)
         elif "EKIBEN_DEPLOYER_CONTROLLER_ENABLED" not in os.environ:
             env["EKIBEN_DEPLOYER_CONTROLLER_ENABLED"] = "false"
         # The gateway's first start writes the admin's API token here (never to a log).
         env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
+        # Until the first admin has a password, each start writes a one-time setup URL here.
+        env["EKIBEN_GATEWAY_SESSIONS__SETUP_URL_FILE"] = str(self.admin_setup_file)
+        env["EKIBEN_GATEWAY_SESSIONS__DASHBOARD_URL"] = urls["dashboard"]
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
         env["EKIBEN_DASHBOARD_SERVICE_URLS"] = json.dumps(
             {n: u for n, u in urls.items() if n != "dashboard"}
@@ -460,8 +486,17 @@ class Stack:
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
 
+    @property
+    def admin_setup_file(self) -> Path:
+        return self.data_dir / "admin-setup-url"
+
     def _say_admin_token(self) -> None:
         # On stderr: stdout carries only the URLs, which scripts read.
+        if self.admin_setup_file.is_file():
+            _say(
+                f"the admin has no password yet: open the one-time setup URL in"
+                f" {self.admin_setup_file}, or run `ekiben user set-password admin`"
+            )
         if self.admin_token_file.is_file():
             _say(f"admin API token: in {self.admin_token_file}")
         else:
@@ -480,6 +515,7 @@ class Stack:
             "s3_endpoint": endpoints.s3_endpoint,
             "registry": endpoints.registry_host,
             "registry_url": endpoints.registry_url,
+            "kubeconfig": endpoints.kubeconfig,
         }
         # Rewritten when a service restarts (its PID): replaced whole, never seen half-written.
         path = self.data_dir / "stack.json"

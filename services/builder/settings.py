@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -131,6 +131,9 @@ class ContainersSettings(BaseModel):
     isolation: Literal["chroot", "oci", "rootless"] = "chroot"
     network: str = "host"
     build_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # Remove buildah's leftover working containers when the builder starts leading (left by
+    # a killed build). Off only where other programs share the store (the tests).
+    prune_on_start: bool = True
     push_timeout_seconds: float = Field(default=1800.0, gt=0)
 
     @field_validator("mirrors")
@@ -154,11 +157,67 @@ class ContainersSettings(BaseModel):
         return self.config_dir or self.state_dir / "containers"
 
 
+class BuilderKubeSettings(KubeSettings):
+    """The cluster: `namespace` is the builder's home (its Lease, BentoRequests of builds
+    that name no namespace); `watch_namespaces` are reconciled (empty: `namespace` only;
+    `["*"]`: every namespace)."""
+
+    watch_namespaces: list[str] = Field(default_factory=list)
+    lease_name: str = "ekiben-builder"
+    lease_seconds: float = Field(default=15.0, gt=1)
+
+    @property
+    def watched(self) -> list[str]:
+        """Namespaces to watch; `[""]` means every namespace (one cluster-wide watch)."""
+        names = self.watch_namespaces or [self.namespace]
+        return [""] if "*" in names else names
+
+
+class JobSettings(BaseModel):
+    """The `kubernetes` backend: one Job per build, running `image` (buildah)."""
+
+    image: str = "quay.io/buildah/stable:v1.38.1"
+    # A kubernetes.io/dockerconfigjson Secret in the build's namespace, mounted for the push.
+    registry_secret: str | None = None
+    service_account: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "500m", "memory": "1Gi"},
+            "limits": {"memory": "4Gi"},
+        }
+    )
+    # Job.spec.activeDeadlineSeconds unless the BentoRequest says `imageBuildTimeout`.
+    active_deadline_seconds: int = Field(default=3600, ge=30)
+    backoff_limit: int = Field(default=0, ge=0)
+    ttl_seconds_after_finished: int = Field(default=3600, ge=0)
+    # The presigned URL of the bento the Job downloads stays valid this long (at most the
+    # registry's own expiry).
+    download_url_seconds: int = Field(default=900, ge=60)
+
+
 class BuilderSettings(BackendSettings):
     service_name: ClassVar[str] = "builder"
     model_config = SettingsConfigDict(env_prefix="EKIBEN_BUILDER_")
 
     http: HttpSettings = HttpSettings(port=8002)
-    kube: KubeSettings = KubeSettings()
+    kube: BuilderKubeSettings = BuilderKubeSettings()
     registry: TargetRegistrySettings = TargetRegistrySettings()
     containers: ContainersSettings = ContainersSettings()
+    # Where builds run: `local` (buildah on this host) or `kubernetes` (a Job per build).
+    backend: Literal["local", "kubernetes"] = "local"
+    job: JobSettings = JobSettings()
+    # What `bento.pushed` does: build at once (`on-push`), only when a deployment asks
+    # (`on-deploy`, i.e. on `build.requested`), or nothing (`never`: manual builds only).
+    policy: Literal["on-push", "on-deploy", "never"] = "on-push"
+    # The cluster this builder serves: a `build.requested` naming another one is not ours.
+    cluster: str = "default"
+    # Kubectl-applied BentoRequests carry no organization label: they belong to this one.
+    default_organization: str = "default"
+    # Lines of build output kept per build (the last ones when there are more).
+    log_max_lines: int = Field(default=5000, ge=100)
+    # Concurrent builds (local backend: buildah processes on this host).
+    max_concurrent_builds: int = Field(default=2, ge=1)
+    # Extra build arguments for every build; part of the image tag, like BentoRequest buildArgs.
+    build_args: dict[str, str] = Field(default_factory=dict)

@@ -1,20 +1,22 @@
-"""`bentoml deployment ...` with the real 1.4.40 client against `ekiben up`.
+"""Push, build, deploy: `bentoml deployment ...` with the real 1.4.40 client against `ekiben up`.
 
-`ekiben up` runs the deployer on its embedded control plane with kwok nodes. The test plays
-the builder's part (the builder lands separately): when the deployment asks for an image it
-publishes the Bento resource, as the contract in shared/contracts/builder.py says. Then
-`create --wait` must return once the deployment runs on the simulated nodes, having passed
-through image-building and deploying, and get, list, update, apply, terminate and delete are
-checked through the client's own output.
+Nothing plays another service's part. `ekiben up` runs the builder (buildah, its embedded
+registry) and the deployer on its embedded control plane with kwok nodes. The client pushes
+the greeter bento; `bento.pushed` starts its build. `deployment create --wait` must return
+once the deployment runs on the simulated nodes, having passed through image-building (the
+build is still running) and deploying. The Deployment's pod template, read back from the API
+server, names the image the builder built, and podman runs that container (its command, env
+and image) on the host network: the bento answers 200, as the pod would. Then get, list,
+update, apply, terminate and delete are checked through the client's own output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +26,37 @@ import pytest
 import yaml
 from nats.js.errors import NotFoundError
 
+from services.builder.adapters.containers import write_container_config
+from services.builder.adapters.podman import Podman
+from services.builder.adapters.skopeo import Skopeo
+from services.builder.settings import ContainersSettings
 from shared.contracts.builder import bento_resource_name
 from shared.devstack.kube import find_binaries
-from shared.devstack.process import StartupError
+from shared.devstack.process import StartupError, free_port
 from shared.events import EVENT_STREAM
 from shared.kube.client import api_client_from_kubeconfig
 from shared.kube.kinds import BENTO, DEPLOYMENT
 from shared.kube.objects import Objects
 from tests.e2e.conftest import Client, RunningStack
 from tests.e2e.test_bentoml_client import login
+from tests.fixtures.oci import (
+    BASE_IMAGE_REPOSITORY,
+    BASE_IMAGE_TAG,
+    build_python_base,
+    podman_argv,
+    podman_run,
+    wait_ready,
+)
 from tests.fixtures.require import unavailable
 from tests.fixtures.stack import TOKEN_HEADER
 
-pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.images, pytest.mark.timeout(1800)]
 
-SERVICE = """
-import bentoml
-
-
-@bentoml.service(resources={"cpu": "1"})
-class Greeter:
-    @bentoml.api
-    def hello(self, name: str = "world") -> str:
-        return f"hello {name}"
-"""
-BENTOFILE = 'service: "service:Greeter"\ninclude: ["service.py"]\npython:\n  lock_packages: false\n'
+GREETER = Path(__file__).parents[1] / "images" / "bento-greeter"
 
 
 def build(client: Client, home: Path, project: Path) -> str:
-    project.mkdir(parents=True, exist_ok=True)
-    (project / "service.py").write_text(SERVICE)
-    (project / "bentofile.yaml").write_text(BENTOFILE)
+    shutil.copytree(GREETER, project)
     client.run(home, "build", cwd=project)
     listed = json.loads(client.run(home, "list", "-o", "json").stdout)
     return str(max(listed, key=lambda b: b["creation_time"])["tag"])
@@ -82,6 +84,35 @@ async def statuses(nats_url: str, name: str) -> list[str]:
         await nc.close()
 
 
+async def seed_base_image(stack: RunningStack, tmp_path: Path) -> None:
+    """The Python base image into the stack's registry, its first docker.io mirror, as an
+    air-gapped site would copy it (`skopeo copy ... docker://HOST:PORT/library/python:...`)."""
+    state = json.loads((stack.data_dir / "stack.json").read_text())
+    env = write_container_config(ContainersSettings(state_dir=tmp_path / "containers"))
+    await Skopeo(env).copy(
+        f"oci-archive:{build_python_base()}",
+        f"docker://{state['registry']}/{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+        dest_tls_verify=False,
+    )
+
+
+async def answers_like_the_pod(container: dict[str, Any], image: str, tmp_path: Path) -> None:
+    """podman runs the pod template's container (command, env, image) on the host network."""
+    env = write_container_config(ContainersSettings(state_dir=tmp_path / "run"))
+    entrypoint, args, variables = podman_argv(container, free_port())
+    container_id = await podman_run(env, image, entrypoint, args, variables)
+    podman = Podman(env)
+    try:
+        url = f"http://127.0.0.1:{variables['PORT']}"
+        async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
+            await wait_ready(http, podman, container_id)
+            greet = await http.post("/greet", json={"name": "kube"})
+            assert greet.status_code == 200, greet.text
+            assert greet.text == "Hello, kube!"
+    finally:
+        await podman.stop(container_id)
+
+
 def output_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
@@ -99,6 +130,7 @@ async def test_bentoml_deployment_commands_against_ekiben_up(
     assert kubeconfig.exists(), "ekiben up started no control plane"
     client, home = bentoml_client, tmp_path / "home"
     assert login(client, home, stack).returncode == 0
+    await seed_base_image(stack, tmp_path)
     tag = build(client, home, tmp_path / "project")
     client.run(home, "push", tag)
     name, version = tag.split(":")
@@ -109,7 +141,7 @@ async def test_bentoml_deployment_commands_against_ekiben_up(
     def create() -> None:
         created["result"] = client.run(
             home, "deployment", "create", tag, "--name", "greeter", "--scaling-min", "1",
-            "--scaling-max", "2", "--env", "MODE=prod", "--wait", "--timeout", "400",
+            "--scaling-max", "2", "--env", "MODE=prod", "--wait", "--timeout", "900",
             check=False,
         )  # fmt: skip
 
@@ -120,23 +152,9 @@ async def test_bentoml_deployment_commands_against_ekiben_up(
         httpx.AsyncClient(base_url=stack.gateway, headers=headers, timeout=30) as http,
         await api_client_from_kubeconfig(kubeconfig) as api,
     ):
-        deadline = time.monotonic() + 120
-        while True:  # the builder's part: publish the Bento once an image is asked for
-            got = await http.get("/api/v2/deployments/greeter", params={"cluster": ""})
-            if got.status_code == 200 and got.json()["status"] == "image-building":
-                break
-            assert time.monotonic() < deadline, got.text
-            await asyncio.sleep(0.5)
-        namespace = got.json()["kube_namespace"]
-        objects = Objects(api, field_manager="test-builder")
-        await objects.create(BENTO, {
-            "apiVersion": BENTO.api_version, "kind": BENTO.kind,
-            "metadata": {"name": bento_resource_name("default", name, version),
-                         "namespace": namespace},
-            "spec": {"tag": tag, "image": f"registry.invalid/ekiben/{name}:{version}",
-                     "entryService": "Greeter", "services": [{"name": "Greeter"}]},
-        })  # fmt: skip
-        await asyncio.to_thread(thread.join, 420)
+        namespace = "ekiben"  # where `ekiben up` builds and deploys
+        objects = Objects(api, field_manager="e2e")
+        await asyncio.to_thread(thread.join, 960)
         result = created["result"]
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         seen = await statuses(stack.nats_url, "greeter")
@@ -146,6 +164,17 @@ async def test_bentoml_deployment_commands_against_ekiben_up(
         live = await objects.get(DEPLOYMENT, (namespace, "greeter-greeter"))
         assert live is not None
         assert live["status"]["readyReplicas"] >= 1
+        builds = (await http.get("/api/ekiben/v1/builds", params={"bento": tag})).json()
+        assert [b["status"] for b in builds["items"]] == ["succeeded"], builds
+        image = builds["items"][0]["image"]
+        bento = await objects.get(BENTO, (namespace, bento_resource_name("default", name, version)))
+        assert bento is not None
+        assert bento["spec"]["image"] == image
+        (container,) = [
+            c for c in live["spec"]["template"]["spec"]["containers"] if c["name"] == "bento"
+        ]
+        assert container["image"] == image
+        await answers_like_the_pod(container, image, tmp_path)
 
     got = output_json(client.run(home, "deployment", "get", "greeter", "-o", "json"))
     assert got["name"] == "greeter"

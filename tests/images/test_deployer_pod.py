@@ -9,10 +9,7 @@ image) on the host network, and the bento answers 200 on its probes and its API.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +28,7 @@ from shared.devstack.process import free_port
 from shared.kube.kinds import DEPLOYMENT
 from shared.kube.objects import Objects
 from tests.fixtures.bentoml import Client
+from tests.fixtures.oci import podman_argv, podman_run, wait_ready
 from tests.fixtures.report import report
 from tests.images.test_bento_image import (
     BENTO_SOURCE,
@@ -65,18 +63,6 @@ async def greeter_image(
     pushed = await build_and_push(container_env, oci_registry, bento, work)
     yield pushed
     await Buildah(container_env).remove_images(pushed.built.tag)
-
-
-def podman_argv(container: dict[str, Any], port: int) -> tuple[str, list[str], dict[str, str]]:
-    """The pod template's container as `podman run` takes it: entrypoint, args, env.
-
-    On the host network every pod shares the host's ports, so the port the template gives
-    (BENTOML_PORT/PORT) moves to a free one; nothing else changes.
-    """
-    command = list(container["command"])
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    env["BENTOML_PORT"] = env["PORT"] = str(port)
-    return command[0], command[1:], env
 
 
 async def test_the_generated_pod_template_runs_the_bento(
@@ -116,7 +102,7 @@ async def test_the_generated_pod_template_runs_the_bento(
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
-            ready = await _wait_ready(http, podman, container_id)
+            ready = await wait_ready(http, podman, container_id)
             report(pytestconfig, f"deployer: the rendered pod answered /readyz in {ready:.1f}s")
             for probe in ("livenessProbe", "readinessProbe"):
                 path = container[probe]["httpGet"]["path"]
@@ -126,40 +112,6 @@ async def test_the_generated_pod_template_runs_the_bento(
             assert greet.text == "Hello, pod!"
     finally:
         await podman.stop(container_id)
-
-
-async def podman_run(
-    env: ContainerEnvironment, image: str, entrypoint: str, args: list[str],
-    container_env: dict[str, str], *, add_hosts: list[str] | None = None,
-) -> str:  # fmt: skip
-    """`podman run -d --rm --network host --entrypoint ... IMAGE ARGS`: the container id."""
-    argv = ["podman", "run", "--detach", "--rm", "--network=host", "--pull=always",
-            "--tls-verify=false", "--entrypoint", entrypoint]  # fmt: skip
-    for host in add_hosts or []:
-        argv += ["--add-host", host]
-    for key, value in container_env.items():
-        argv += ["--env", f"{key}={value}"]
-    process = await asyncio.create_subprocess_exec(
-        *argv, image, *args, env={**os.environ, **env.env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 600)
-    assert process.returncode == 0, err.decode()[-3000:]
-    return out.decode().strip().splitlines()[-1]
-
-
-async def _wait_ready(http: httpx.AsyncClient, podman: Podman, container_id: str) -> float:
-    began = time.monotonic()
-    while time.monotonic() - began < 90:
-        try:
-            if (await http.get("/readyz")).status_code == 200:
-                return time.monotonic() - began
-        except httpx.HTTPError:
-            pass
-        if await podman.inspect(container_id) is None:
-            raise AssertionError("the container exited")
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"not ready in 90s:\n{await podman.logs(container_id)}")
 
 
 PAIR_SERVICE = """
@@ -259,7 +211,7 @@ async def test_a_two_service_bento_runs_each_service_wired_to_its_dependency(
                 add_hosts=[f"pair-model.{kube_namespace}.svc:127.0.0.1"],
             ))  # fmt: skip
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[name]}") as http:
-                await _wait_ready(http, podman, started[-1])
+                await wait_ready(http, podman, started[-1])
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['Front']}") as http:
             answer = await http.post("/double", json={"x": 21})
             assert answer.status_code == 200, answer.text

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).parents[2]
 # What `ekiben up` prints on stdout once ready, in this order.
-URL_LINES = ("gateway", "dashboard", "registry")
+URL_LINES = ("gateway", "dashboard", "registry", "kubeconfig")
 
 
 class Up:
@@ -113,6 +113,9 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
         assert set(service_urls) == {"registry", "builder", "deployer", "gateway", "dashboard"}
         assert state["registry"] == urls["registry"]
         assert state["registry_url"] == f"http://{urls['registry']}"
+        # The embedded control plane: its kubeconfig works for kubectl (and the builder).
+        assert state["kubeconfig"] == urls["kubeconfig"]
+        assert "current-context" in Path(urls["kubeconfig"]).read_text()
         async with httpx.AsyncClient() as client:
             for name, url in service_urls.items():
                 ready = await client.get(f"{url}/readyz")
@@ -120,9 +123,13 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
             # The OCI registry the builder pushes to answers the distribution API.
             v2 = await client.get(f"http://{urls['registry']}/v2/")
             assert v2.status_code == 200, v2.text
-            page = await client.get(urls["dashboard"])
+            # The health page is public; every other page asks to sign in first.
+            page = await client.get(f"{urls['dashboard']}/health")
             assert page.status_code == 200
             assert page.text.count('<tr class="ready">') == 4
+            home = await client.get(urls["dashboard"])
+            assert home.status_code == 303
+            assert home.headers["location"] == "/login?next=/"
 
         # Data in all three stores: an event (NATS + the gateway's log in PostgreSQL), a blob.
         nc = await nats.connect(str(state["nats_url"]))
@@ -185,8 +192,13 @@ async def test_up_uses_an_external_registry_when_given_one(data_dir: Path) -> No
 def test_the_builder_is_configured_with_the_registry(tmp_path: Path) -> None:
     """What `ekiben up` hands the builder: push target, layer store, docker.io mirror."""
     stack = Stack(tmp_path, gateway_port=0, dashboard_port=0)
-    endpoints = Endpoints("nats://n", "postgresql://p", "http://s3", "a", "s", "b", "http://r:1")
+    endpoints = Endpoints(
+        "nats://n", "postgresql://p", "http://s3", "a", "s", "b", "http://r:1", "/k/config"
+    )
     env, _ = stack.service_environment(endpoints)
+    assert env["EKIBEN_BUILDER_KUBE__KUBECONFIG"] == "/k/config"
+    assert env["EKIBEN_BUILDER_KUBE__NAMESPACE"] == "ekiben"
+    assert env["EKIBEN_BUILDER_BACKEND"] == "local"
     assert env["EKIBEN_BUILDER_REGISTRY__URL"] == "http://r:1"
     assert env["EKIBEN_BUILDER_CONTAINERS__STATE_DIR"] == str(tmp_path / "builder")
     assert json.loads(env["EKIBEN_BUILDER_CONTAINERS__MIRRORS"]) == {"docker.io": ["r:1"]}

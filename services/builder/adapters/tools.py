@@ -29,6 +29,7 @@ class ContainerTools:
     buildah: Buildah
     skopeo: Skopeo
     podman: Podman
+    prune_on_start: bool = True
 
     @classmethod
     def from_settings(cls, settings: BuilderSettings) -> ContainerTools:
@@ -50,6 +51,7 @@ class ContainerTools:
                 env, binary=containers.skopeo, time_limit=containers.push_timeout_seconds
             ),
             podman=Podman(env, binary=containers.podman),
+            prune_on_start=containers.prune_on_start,
         )
 
     @property

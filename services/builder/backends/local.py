@@ -1,0 +1,242 @@
+"""The `local` backend: buildah on this host, for `ekiben up` and the tests.
+
+A build runs as an asyncio task of this process: download the bento archive through a
+presigned URL the registry hands out (the builder never holds S3 credentials), unpack it
+safely (adapters.bento_archive refuses `..`, absolute paths, devices and escaping links),
+`buildah bud --layers` its own `env/docker/Dockerfile` (the layer store under the state
+directory is kept between builds: a code-only change rebuilds from `COPY . ./`), then push.
+
+Right before the push the registry is asked for the tag: a tag is never pushed twice, so a
+build interrupted after its push (and retried) adopts the image that is there instead of
+putting a second one under the same tag. Every output line goes to the build's log.
+
+At most `max_concurrent_builds` run at once; the others wait for a slot in `running`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.builder.adapters.bento_archive import extract_bento
+from services.builder.adapters.buildah import BuildFailed, PushRefused
+from services.builder.adapters.process import ToolTimeout
+from services.builder.adapters.tools import ContainerTools
+from services.builder.backends import BuildOrder, Outcome, Wake
+from services.builder.metrics import BUILDS_IN_PROGRESS
+from services.builder.repository import BuildRow
+from services.builder.service import BuildService, LogWriter
+from shared.errors import EkibenError, PermanentError
+from shared.logging import get_logger
+from shared.tasks import stop_tasks
+
+log = get_logger(__name__)
+
+_CHUNK = 1024 * 1024
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        service: BuildService,
+        tools: ContainerTools,
+        *,
+        work_dir: Path,
+        wake: Wake,
+        concurrency: int = 2,
+    ) -> None:
+        self.service = service
+        self.tools = tools
+        self.work_dir = work_dir
+        self.wake = wake
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._results: dict[str, Outcome] = {}
+
+    async def startup(self) -> None:
+        # Nothing builds here yet: working containers in the store were left by a killed
+        # process. (Scratch directories are per build and emptied when it starts again.)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if not self.tools.prune_on_start:
+            return
+        try:
+            removed = await self.tools.buildah.prune_working_containers()
+        except EkibenError as exc:
+            log.warning("builder.local.prune_failed", error=str(exc))
+        else:
+            if removed:
+                log.info("builder.local.pruned", containers=len(removed))
+
+    async def shutdown(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        await stop_tasks(tasks, grace=0)
+
+    async def start(self, order: BuildOrder) -> None:
+        build_id = order.build.id
+        task = self._tasks.get(build_id)
+        if task is not None and not task.done():
+            return
+        self._results.pop(build_id, None)
+        self._tasks[build_id] = asyncio.create_task(self._run(order), name=f"build-{build_id}")
+
+    async def poll(self, build: BuildRow, request: dict[str, Any]) -> Outcome:
+        if (result := self._results.get(build.id)) is not None:
+            return result
+        task = self._tasks.get(build.id)
+        if task is not None and not task.done():
+            return Outcome("running")
+        return Outcome("absent")
+
+    async def cancel(self, build: BuildRow, request: dict[str, Any]) -> None:
+        task = self._tasks.pop(build.id, None)
+        if task is not None:
+            await stop_tasks([task], grace=0)
+        self._results.pop(build.id, None)
+
+    def forget(self, build_id: str) -> None:
+        self._results.pop(build_id, None)
+        self._tasks.pop(build_id, None)
+
+    # --- one build --------------------------------------------------------------------
+
+    async def _run(self, order: BuildOrder) -> None:
+        build = order.build
+        began = time.monotonic()
+        first = await self.service.last_log_seq(build) + 1
+        try:
+            async with self._slots, self.service.log_writer(build, first) as logs:
+                BUILDS_IN_PROGRESS.labels(backend=self.name).inc()
+                try:
+                    outcome = await self._build(order, logs, began)
+                finally:
+                    BUILDS_IN_PROGRESS.labels(backend=self.name).dec()
+                await logs.line(f"--- {outcome.state}: {outcome.digest or outcome.reason}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("builder.local.crashed", build_id=build.id)
+            outcome = Outcome(
+                "failed", reason="BuilderError", message=f"{type(exc).__name__}: {exc}",
+                retriable=True,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(self.work_dir / build.id, ignore_errors=True)
+        self._results[build.id] = outcome
+        self.wake(order.key)
+
+    async def _build(  # noqa: PLR0911 - one outcome per way a build ends
+        self, order: BuildOrder, logs: LogWriter, began: float
+    ) -> Outcome:
+        build = order.build
+        work = self.work_dir / build.id
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            await logs.line(f"--- attempt {build.attempts}: {build.bento} -> {build.target}")
+            archive = await self._download(build, work / "bento.tar", logs)
+            extracted = await extract_bento(archive, work / "context")
+            archive.unlink(missing_ok=True)
+            if not extracted.has_dockerfile():
+                raise PermanentError(  # noqa: TRY301 - mapped to an outcome below
+                    f"bento {build.bento} has no env/docker/Dockerfile (built with bentoml < 1.2?)",
+                    reason="NoDockerfile",
+                )
+            await logs.line(f"--- unpacked {extracted.entries} entries, {extracted.total_bytes} B")
+            remaining = order.deadline_seconds - (time.monotonic() - began)
+            if remaining <= 0:
+                raise ToolTimeout(  # noqa: TRY301
+                    "deadline passed before the build started", tail=(), seconds=0
+                )
+            built = await self.tools.buildah.build(
+                extracted.root,
+                extracted.dockerfile,
+                build.target,
+                build_args=order.build_args,
+                labels=_image_labels(build),
+                log_sink=logs.line,
+                time_limit=remaining,
+            )
+            await logs.line(
+                f"--- built {built.image_id[:12]} in {built.seconds:.1f}s "
+                f"({built.cached_steps}/{built.steps} steps from cache)"
+            )
+            digest = await self._existing(build)
+            if digest is not None:
+                await logs.line(f"--- {build.target} is in the registry already: {digest}")
+                return Outcome("succeeded", digest=digest)
+            registry = self.tools.registry
+            digest = await self.tools.buildah.push(
+                build.target,
+                build.target,
+                tls_verify=registry.tls_verify,
+                auth=self.tools.registry_auth,
+                log_sink=logs.line,
+            )
+            await logs.line(f"--- pushed {build.image_repository}@{digest}")
+            return Outcome("succeeded", digest=digest)
+        except BuildFailed as exc:
+            return Outcome(
+                "failed", reason="BuildError",
+                message=f"the Dockerfile of {build.bento} did not build (buildah exit "
+                f"{exc.exit_code})",
+                tail=exc.tail,
+            )  # fmt: skip
+        except ToolTimeout as exc:
+            return Outcome(
+                "failed", reason="DeadlineExceeded",
+                message=f"the build ran past its deadline of {order.deadline_seconds:.0f}s "
+                "and was stopped",
+                tail=exc.tail,
+            )  # fmt: skip
+        except PushRefused as exc:
+            return Outcome("failed", reason=exc.reason, message=str(exc))
+        except PermanentError as exc:
+            return Outcome("failed", reason=exc.reason, message=str(exc))
+        except EkibenError as exc:
+            reason = getattr(exc, "reason", None) or "Unavailable"
+            return Outcome("failed", reason=reason, message=str(exc), retriable=True)
+
+    async def _existing(self, build: BuildRow) -> str | None:
+        repository = build.image_repository.split("/", 1)[1]
+        async with self.tools.registry_client() as registry:
+            return await registry.manifest_digest(repository, build.image_tag)
+
+    async def _download(self, build: BuildRow, path: Path, logs: LogWriter) -> Path:
+        url = await self.service.presign_download(build)
+        size = 0
+        try:
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=300.0)) as http,
+                http.stream("GET", url) as response,
+            ):
+                if response.status_code != 200:
+                    raise PermanentError(
+                        f"bento download answered {response.status_code}",
+                        reason="BentoDownloadFailed",
+                    )
+                with path.open("wb") as out:
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        out.write(chunk)
+                        size += len(chunk)
+        except httpx.HTTPError as exc:
+            raise EkibenError(f"bento download failed: {type(exc).__name__}: {exc}") from exc
+        await logs.line(f"--- downloaded the bento archive ({size} B)")
+        return path
+
+
+def _image_labels(build: BuildRow) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.title": build.bento_name,
+        "org.opencontainers.image.version": build.bento_version,
+        "dev.ekiben.organization": build.organization,
+        "dev.ekiben.bento": build.bento,
+        "dev.ekiben.build-id": build.id,
+    }
