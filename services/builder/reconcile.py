@@ -220,8 +220,7 @@ class BuildReconciler:
         self, request: dict[str, Any], key: ObjectKey, build: BuildRow
     ) -> tuple[BuildRow, Result | None, Outcome]:
         outcome = await self.backend.poll(build, request)
-        deadline = render.parse_duration((request.get("spec") or {}).get("imageBuildTimeout"))
-        deadline = deadline or self.settings.containers.build_timeout_seconds
+        deadline = self._deadline(request)
         if outcome.state == "running":
             started = build.started_at or build.created_at
             elapsed = (datetime.now(UTC) - started).total_seconds()
@@ -325,14 +324,26 @@ class BuildReconciler:
 
     def _order(self, request: dict[str, Any], key: ObjectKey, build: BuildRow) -> BuildOrder:
         spec = request.get("spec") or {}
-        deadline = render.parse_duration(spec.get("imageBuildTimeout"))
         return BuildOrder(
             build=build,
             request=request,
             key=key,
-            deadline_seconds=deadline or self.settings.containers.build_timeout_seconds,
+            deadline_seconds=self._deadline(request),
             build_args={**self.settings.build_args, **(spec.get("buildArgs") or {})},
         )
+
+    def _deadline(self, request: dict[str, Any]) -> float:
+        """The request's `imageBuildTimeout`, else the backend's setting."""
+        spec = request.get("spec") or {}
+        try:
+            deadline = render.parse_duration(spec.get("imageBuildTimeout"))
+        except ValueError as exc:
+            raise PermanentError(str(exc), reason="InvalidSpec") from exc
+        if deadline:
+            return deadline
+        if self.settings.backend == "kubernetes":
+            return float(self.settings.job.active_deadline_seconds)
+        return self.settings.containers.build_timeout_seconds
 
     async def _lookup(self, build: BuildRow) -> str | None:
         repository = build.image_repository.split("/", 1)[1]
