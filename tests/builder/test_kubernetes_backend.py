@@ -120,7 +120,7 @@ async def test_a_job_per_build_carrying_the_settings_and_its_success_gives_a_ben
         env = {e["name"]: e.get("value", "") for e in container["env"]}
         assert "X-Amz-Signature=" in env["BENTO_URL"]  # presigned, short-lived
         assert not any(name.startswith("AWS") for name in env)
-        s3_secret = bs.stack.registry.settings.s3.secret_access_key  # type: ignore[attr-defined]
+        s3_secret = bs.stack.registry.settings.s3.secret_access_key
         assert s3_secret.get_secret_value() not in str(job)
         owner = job["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "BentoRequest"
@@ -142,7 +142,8 @@ async def test_a_job_per_build_carrying_the_settings_and_its_success_gives_a_ben
         assert done["digest"] == digest
 
         async def bento() -> dict[str, Any] | None:
-            return await bs.bento(resource)
+            found: dict[str, Any] | None = await bs.bento(resource)
+            return found
 
         published = await wait_for(bento, timeout=30, what="the Bento")
         assert published["spec"]["image"] == f"{build['image_repository']}@{digest}"
