@@ -98,9 +98,8 @@ class BuildReconciler:
         bento_ready = False
         if build.status is BuildStatus.SUCCEEDED:
             bento_ready = await self._publish(request, key, organization, build)
-        await self._write_status(
-            key, generation, build, bento_ready, outcome.job_name if outcome else None
-        )
+        job_name = (outcome.job_name if outcome else None) or self.backend.job_for(build)
+        await self._write_status(key, generation, build, bento_ready, job_name)
         del spec
         return result
 

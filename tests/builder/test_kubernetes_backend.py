@@ -89,7 +89,10 @@ async def finish_job(bs: BuilderStack, job: dict[str, Any], *, succeeded: bool) 
     for _ in range(10):
         live = await bs.objects.get(JOB, (bs.namespace, job["metadata"]["name"]))
         assert live is not None
-        live["status"] = {**(live.get("status") or {}), **status}
+        current = live.get("status") or {}
+        live["status"] = {**current, **status}
+        if current.get("startTime"):  # set by the Job controller already: immutable
+            live["status"]["startTime"] = current["startTime"]
         try:
             await bs.objects.replace(JOB, live, subresource="status")
             return
@@ -128,9 +131,13 @@ async def test_a_job_per_build_carrying_the_settings_and_its_success_gives_a_ben
         [build] = await bs.builds()
         assert build["status"] == "building"
         resource = bs.resource_name("jobbed", "v1")
-        request = await bs.request(resource)
-        assert request is not None
-        assert conditions(request)["ImageBuilding"]["status"] == "True"
+
+        async def building() -> dict[str, Any] | None:
+            request = await bs.request(resource)
+            ok = conditions(request).get("ImageBuilding", {}).get("status") == "True"
+            return request if ok else None
+
+        request = await wait_for(building, timeout=30, what="ImageBuilding=True")
         assert request["status"]["buildJobName"] == job["metadata"]["name"]
 
         # The Job "pushed" its image and completed.
