@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from services.catalog import SERVICES
+
+T = TypeVar("T")
 
 # No locals in tracebacks: they would print settings, tokens and DSNs to the terminal.
 app = typer.Typer(
@@ -19,9 +22,11 @@ app = typer.Typer(
 dev_app = typer.Typer(no_args_is_help=True, help="Tools for developing Ekiben itself.")
 events_app = typer.Typer(no_args_is_help=True, help="Lifecycle events on NATS JetStream.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens of the gateway.")
+user_app = typer.Typer(no_args_is_help=True, help="Users of the gateway.")
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
 app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ekiben"
 
@@ -107,6 +112,13 @@ def up(
             " of the embedded control plane.",
         ),
     ] = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            envvar="EKIBEN_KUBERNETES",
+            help="Start the embedded control plane when no --kubeconfig is given.",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole stack on this machine: NATS, PostgreSQL, S3, an OCI registry, a
     Kubernetes control plane and the five services."""
@@ -121,6 +133,7 @@ def up(
         s3_bucket=s3_bucket,
         registry_url=registry_url,
         kubeconfig=kubeconfig.expanduser().resolve() if kubeconfig else None,
+        kubernetes=kubernetes,
     )
     stack = Stack(
         data_dir.expanduser().resolve(),
@@ -148,16 +161,48 @@ def token_create(
     The database is the one of the `ekiben up` running on --data-dir when there is one,
     else the gateway's own setting (EKIBEN_GATEWAY_POSTGRES__DSN).
     """
-    import asyncpg  # noqa: PLC0415
+    from services.gateway.identity.admin import create_admin_token  # noqa: PLC0415
+
+    settings = _gateway_settings(data_dir)
+    secret = _on_database(
+        create_admin_token(settings, name=name, scopes=scope, expires_in_days=expires_in_days)
+    )
+    typer.echo(secret)
+
+
+@user_app.command("set-password")
+def user_set_password(
+    name: Annotated[str, typer.Argument(help="The user (e.g. admin).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+) -> None:
+    """Set a user's password for signing in to the dashboard (their sessions end).
+
+    The database is found as for `ekiben token create`.
+    """
+    import sys  # noqa: PLC0415
+
+    from services.gateway.identity.admin import set_user_password  # noqa: PLC0415
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    settings = _gateway_settings(data_dir)
+    _on_database(set_user_password(settings, name=name, password=password))
+    typer.echo(f"password set for {name}", err=True)
+
+
+def _gateway_settings(data_dir: Path) -> Any:
+    """The gateway's settings, on the database of the `ekiben up` on `data_dir` if any."""
     from pydantic import SecretStr  # noqa: PLC0415
 
-    from services.gateway.identity.admin import create_admin_token  # noqa: PLC0415
     from services.gateway.settings import GatewaySettings  # noqa: PLC0415
-    from shared.db.migrations import MigrationError  # noqa: PLC0415
-    from shared.errors import EkibenError  # noqa: PLC0415
     from shared.logging import configure_logging  # noqa: PLC0415
 
-    # Logs go to stderr, and only warnings: stdout is the token alone, for scripts.
+    # Logs go to stderr, and only warnings: stdout is the answer alone, for scripts.
     configure_logging("cli", level="WARNING", json=False)
     settings = GatewaySettings()
     state_file = data_dir.expanduser() / "stack.json"
@@ -168,15 +213,22 @@ def token_create(
             _fail(f"cannot read the database address from {state_file}: {exc!r}")
         postgres = settings.postgres.model_copy(update={"dsn": SecretStr(dsn)})
         settings = settings.model_copy(update={"postgres": postgres})
+    return settings
+
+
+def _on_database(work: Coroutine[Any, Any, T]) -> T:
+    """Run an operator command on the gateway database, its failures said plainly."""
+    import asyncpg  # noqa: PLC0415
+
+    from shared.db.migrations import MigrationError  # noqa: PLC0415
+    from shared.errors import EkibenError  # noqa: PLC0415
+
     try:
-        secret = asyncio.run(
-            create_admin_token(settings, name=name, scopes=scope, expires_in_days=expires_in_days)
-        )
+        return asyncio.run(work)
     except EkibenError as exc:
         _fail(exc.message)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
         _fail(f"cannot use the gateway database: {type(exc).__name__}: {exc}")
-    typer.echo(secret)
 
 
 def _fail(message: str) -> NoReturn:

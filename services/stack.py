@@ -64,6 +64,8 @@ class External:
     registry_url: str | None = None
     # A kubeconfig of an existing cluster (the project's CRDs installed); None: embedded.
     kubeconfig: Path | None = None
+    # False: no embedded control plane either (deployments are recorded, not run).
+    kubernetes: bool = True
 
 
 @dataclass
@@ -280,7 +282,7 @@ class Stack:
                     start_oci_registry, self.data_dir / "oci-registry", port=self._registry_port()
                 )
             )
-            kube_f = None if ext.kubeconfig else pool.submit(self._start_kube)
+            kube_f = pool.submit(self._start_kube) if self._wants_kubernetes() else None
             for entry in SERVICES.values():
                 entry.import_app_module()
             errors = []
@@ -318,9 +320,14 @@ class Stack:
         if self.kube is not None:
             _say(f"kubernetes ready in {self.kube.startup_seconds:.2f}s: {self.kube.server_url}")
         kubeconfig = str(ext.kubeconfig or (self.kube.kubeconfig_path if self.kube else ""))
+        if not kubeconfig:
+            _say("no Kubernetes (--no-kubernetes): deployments are recorded, not run")
         return Endpoints(
             nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci, kubeconfig
         )
+
+    def _wants_kubernetes(self) -> bool:
+        return self.external.kubeconfig is None and self.external.kubernetes
 
     def _start_kube(self) -> KubeControlPlane:
         """The embedded control plane (simulated nodes: pods never run), CRDs applied.
@@ -433,8 +440,17 @@ class Stack:
             # on Docker Hub: seeding it once makes builds work without Docker Hub.
             mirrors = {"docker.io": [endpoints.registry_host]}
             env["EKIBEN_BUILDER_CONTAINERS__MIRRORS"] = json.dumps(mirrors)
+        # The deployer runs its controller on the embedded (or given) cluster, or none.
+        if endpoints.kubeconfig:
+            env["EKIBEN_DEPLOYER_KUBE__KUBECONFIG"] = endpoints.kubeconfig
+            env.setdefault("EKIBEN_DEPLOYER_KUBE__NAMESPACE", KUBE_NAMESPACE)
+        elif "EKIBEN_DEPLOYER_CONTROLLER_ENABLED" not in os.environ:
+            env["EKIBEN_DEPLOYER_CONTROLLER_ENABLED"] = "false"
         # The gateway's first start writes the admin's API token here (never to a log).
         env["EKIBEN_GATEWAY_BOOTSTRAP_TOKEN_FILE"] = str(self.admin_token_file)
+        # Until the first admin has a password, each start writes a one-time setup URL here.
+        env["EKIBEN_GATEWAY_SESSIONS__SETUP_URL_FILE"] = str(self.admin_setup_file)
+        env["EKIBEN_GATEWAY_SESSIONS__DASHBOARD_URL"] = urls["dashboard"]
         env["EKIBEN_DASHBOARD_GATEWAY_URL"] = urls["gateway"]
         env["EKIBEN_DASHBOARD_SERVICE_URLS"] = json.dumps(
             {n: u for n, u in urls.items() if n != "dashboard"}
@@ -470,8 +486,17 @@ class Stack:
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
 
+    @property
+    def admin_setup_file(self) -> Path:
+        return self.data_dir / "admin-setup-url"
+
     def _say_admin_token(self) -> None:
         # On stderr: stdout carries only the URLs, which scripts read.
+        if self.admin_setup_file.is_file():
+            _say(
+                f"the admin has no password yet: open the one-time setup URL in"
+                f" {self.admin_setup_file}, or run `ekiben user set-password admin`"
+            )
         if self.admin_token_file.is_file():
             _say(f"admin API token: in {self.admin_token_file}")
         else:

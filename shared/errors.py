@@ -74,6 +74,19 @@ class TooLarge(EkibenError):
     code = "too_large"
 
 
+class TooManyRequests(EkibenError):
+    """Refused for now (too many failed attempts): retry after `retry_after` seconds."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self, message: str, *, retry_after: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, retry_after)
+
+
 class Unavailable(EkibenError):
     """A dependency is down or busy: the caller may retry."""
 

@@ -28,6 +28,7 @@ from shared.errors import (
     InvalidInput,
     NotFound,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -70,6 +71,7 @@ _ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state",
     413: "Request too large",
     422: "Invalid input",
+    429: "Too many failed attempts; retry after the `Retry-After` seconds",
     503: "A dependency is unavailable; retry later",
 }
 
@@ -212,6 +214,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = JSONResponse(status_code=exc.status, content={"error": exc.to_dict()})
         if exc.status == 503:
             response.headers["Retry-After"] = "5"
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
+from shared.contracts.deployer import CLUSTER_BUCKET
 from shared.devstack.process import StartupError
 from shared.devstack.servers import (
     RunningServer,
@@ -99,7 +100,8 @@ async def nats_url(nats_server: RunningServer) -> str:
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        for stream in (EVENT_STREAM, DLQ_STREAM):
+        # The deployers' cluster directory is a key-value bucket (a stream underneath).
+        for stream in (EVENT_STREAM, DLQ_STREAM, f"KV_{CLUSTER_BUCKET}"):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
     finally:

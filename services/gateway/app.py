@@ -10,11 +10,14 @@ from services.gateway.adapters.transfer import Transfers
 from services.gateway.artifacts import api as artifacts
 from services.gateway.audit import api as audit_api
 from services.gateway.builds import api as builds_api
+from services.gateway.deployments import api as deployments_api
 from services.gateway.events import api as events_api
 from services.gateway.events import handlers
 from services.gateway.events.runtime import Subscriptions
 from services.gateway.identity import api as identity_api
 from services.gateway.identity import service as identity
+from services.gateway.sessions import api as sessions_api
+from services.gateway.sessions import service as sessions
 from services.gateway.settings import GatewaySettings
 from shared.service import BackendRuntime, backend_app, bootstrap, hooks
 
@@ -32,6 +35,8 @@ def create_runtime(
     async def bootstrap_identity() -> None:
         # Once per database: the first admin and a token to reach the API with.
         await identity.bootstrap(runtime.pool, settings.bootstrap_token_file)
+        # Every start until the first admin has a password: set it, or a setup URL.
+        await sessions.ensure_first_admin_password(runtime.pool, settings.sessions)
 
     runtime.resource(hooks(start=bootstrap_identity))
     # The SSE hub and the webhook worker: after the pool and NATS, stopped before them.
@@ -49,11 +54,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         title="Ekiben gateway",
         routers=[
             identity_api.router,
+            sessions_api.router,
             audit_api.router,
             artifacts.bentos,
             artifacts.models,
             events_api.router,
             builds_api.router,
+            deployments_api.deployments,
+            deployments_api.clusters,
+            deployments_api.secrets,
         ],
     )
     # Routes reach the runtime through app.state. Set here, not only in the lifespan, so an

@@ -56,6 +56,25 @@ class WebhookSettings(BaseModel):
     safety_poll_seconds: float = Field(default=5.0, gt=0)
 
 
+class SessionSettings(BaseModel):
+    """Signing in with a password or a token (the dashboard); `EKIBEN_GATEWAY_SESSIONS__*`."""
+
+    # A session ends this long after sign-in, or after this long unused, whichever first.
+    lifetime_hours: float = Field(default=12.0, gt=0)
+    idle_minutes: float = Field(default=120.0, gt=0)
+    # Failed password sign-ins for one user name within the window, after which further
+    # attempts (even right ones) get a 429 until the oldest of them leaves the window.
+    max_failures: int = Field(default=5, ge=1)
+    failure_window_seconds: float = Field(default=900.0, gt=0)
+    # The first admin's password, applied at a start that finds them without one. Unset: a
+    # one-time setup URL is logged and written to `setup_url_file` instead.
+    initial_admin_password: SecretStr | None = None
+    setup_code_hours: float = Field(default=24.0, gt=0)
+    setup_url_file: Path | None = None
+    # Where the setup URL points (the dashboard's /setup page).
+    dashboard_url: str = "http://127.0.0.1:8080"
+
+
 class GatewaySettings(BackendSettings):
     service_name: ClassVar[str] = "gateway"
     model_config = SettingsConfigDict(env_prefix="EKIBEN_GATEWAY_")
@@ -72,3 +91,4 @@ class GatewaySettings(BackendSettings):
     bootstrap_token_file: Path | None = None
     events: EventStreamSettings = EventStreamSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    sessions: SessionSettings = SessionSettings()

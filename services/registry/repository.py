@@ -438,6 +438,13 @@ async def list_versions(
         q.where(f"v.created_by = {q.param(flt.creator)}")
     if flt.upload_status is not None:
         q.where(f"v.upload_status = {q.param(flt.upload_status.value)}")
+    if flt.uses_model:
+        model, _, model_version = flt.uses_model.partition(":")
+        name, ver = q.param(model), q.param(model_version)  # bind parameters, not values
+        q.where(
+            "EXISTS (SELECT 1 FROM bento_models m WHERE m.bento_id = v.id"  # noqa: S608
+            f" AND m.model = {name} AND m.model_version = {ver})"
+        )
     total = await conn.fetchval(f"SELECT count(*) FROM versions v WHERE {q.sql}", *q.args)  # noqa: S608
     order = _order(_VERSION_SORT[flt.sort], "v.id", flt.descending)
     limit, offset = q.param(flt.count), q.param(flt.start)

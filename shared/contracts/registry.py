@@ -178,6 +178,8 @@ class ListFilter(_Command):
     labels: list[Label] = Field(default_factory=list)  # all must match
     creator: str | None = None
     upload_status: UploadStatus | None = None
+    # Bentos only: those whose manifest uses this model version (`name:version`).
+    uses_model: str | None = Field(default=None, max_length=127, pattern=r"^[^:\s]+:[^:\s]+$")
     sort: SortKey = "created_at"
     descending: bool = True
     start: int = Field(default=0, ge=0)

@@ -34,12 +34,6 @@ VALUES = {
 }
 COMPONENTS = ("gateway", "registry", "builder", "deployer", "dashboard")
 KUBE_CLIENTS = {"builder", "deployer"}
-# Variables the chart sets for settings the builder's and the deployer's feature work add
-# (issues 9 and 10); until those land the services ignore them (extra="ignore").
-PENDING_SETTINGS = {
-    "EKIBEN_DEPLOYER_KUBE__WATCH_NAMESPACES": "the namespaces the deployer reconciles (JSON)",
-    "EKIBEN_DEPLOYER_IMAGE_PULL_SECRET": "the imagePullSecret of the bento pods",
-}
 WORKLOAD_KINDS = {"Deployment", "Job"}
 
 
@@ -163,8 +157,6 @@ def test_every_variable_is_a_settings_field_and_secrets_come_from_secrets(
         literal: dict[str, dict[str, str]] = {n: {} for n in names}
         for env in container["env"]:
             key = env["name"]
-            if key in PENDING_SETTINGS:
-                continue
             entry = next(
                 (SERVICES[n] for n in names if key.startswith(SERVICES[n].env_prefix)), None
             )
@@ -192,16 +184,6 @@ def test_every_variable_is_a_settings_field_and_secrets_come_from_secrets(
                 assert settings.http.host == "0.0.0.0"
                 ports = {p["containerPort"] for p in container["ports"]}
                 assert ports == {settings.http.port}, f"{name}: the container port is its setting"
-
-
-def test_the_awaited_settings_are_still_awaited() -> None:
-    """A PENDING_SETTINGS entry that has become a settings field is checked like the rest."""
-    for key in PENDING_SETTINGS:
-        entry = next(e for e in SERVICES.values() if key.startswith(e.env_prefix))
-        parts = key[len(entry.env_prefix) :].lower().split("__")
-        assert resolve_env_key(entry.settings_class(), parts) is not None, (
-            f"{key} is a setting now: remove it from PENDING_SETTINGS"
-        )
 
 
 def test_external_values_reach_the_services(rendered: dict[str, list[dict[str, Any]]]) -> None:

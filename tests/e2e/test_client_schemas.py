@@ -8,10 +8,7 @@ here, not in a user's terminal.
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,80 +16,111 @@ from shared.devstack.servers import S3Server
 from tests.e2e.conftest import Client
 from tests.fixtures.client_schemas import Answer, structure_with_client
 from tests.fixtures.manifests import bento_manifest, model_manifest
-from tests.fixtures.stack import Stack, running_stack
+from tests.fixtures.pushing import Recorder, push
+from tests.fixtures.stack import running_stack
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def archive(name: str) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = f"{name}\n".encode()
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+def deployment_body(bento: str, name: str | None, **service: object) -> dict[str, object]:
+    """CreateDeploymentSchema as the 1.4.40 client sends it: every key, nulls included."""
+    return {
+        "access_authorization": False,
+        "envs": [{"name": "MODE", "value": "prod"}],
+        "labels": [{"key": "team", "value": "nlp"}],
+        "secrets": ["hf"],
+        "services": {
+            "Iris": {
+                "instance_type": None,
+                "scaling": {"min_replicas": 1, "max_replicas": 2, "policy": None},
+                "envs": None,
+                "deployment_strategy": None,
+                "extras": None,
+                "cold_start_timeout": None,
+                "config_overrides": {},
+                **service,
+            }
+        },
+        "canary": None,
+        "bento": bento,
+        "name": name,
+        "dev": False,
+    }
 
 
-class Recorder:
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.answers: list[Answer] = []
-
-    async def read(
-        self, schema: str, method: str, path: str, *, many: bool = False, **kwargs: Any
-    ) -> Any:
-        response = await self.stack.call(method, path, **kwargs)
-        assert response.status_code == 200, f"{method} {path}: {response.text}"
-        body = response.json()
-        self.answers.append(Answer(f"{method} {path}", schema, body, many=many))
-        return body
-
-
-async def push(rec: Recorder, kind: str, name: str, version: str, manifest: dict[str, Any]) -> None:
-    """The client's push, step by step, recording each answer as the client decodes it."""
-    Kind = kind.capitalize()  # noqa: N806
-    base = f"/api/v1/{kind}_repositories"
-    item = f"{base}/{name}/{kind}s/{version}"
-    await rec.read(f"{Kind}RepositorySchema", "POST", base, json={"name": name, "description": ""})
-    await rec.read(f"{Kind}RepositorySchema", "GET", f"{base}/{name}")
+async def deployments(rec: Recorder) -> None:
+    """Every call of `bentoml deployment ...` and the secret and cluster calls around it."""
+    await rec.read("ClusterListSchema", "GET", "/api/v1/clusters")
+    await rec.read(
+        "ResourceInstanceSchema", "GET", "/api/v1/instance_types", params={"cluster": ""},
+        many=True,
+    )  # fmt: skip
+    secret = {"type": "env", "items": [{"key": "HF_TOKEN", "value": "s3cr3t"}]}
+    created_secret = await rec.read(
+        "SecretSchema", "POST", "/api/v1/org_secrets",
+        json={"name": "hf", "description": "", "content": secret},
+    )  # fmt: skip
+    assert "s3cr3t" not in str(created_secret)
+    await rec.read("SecretSchema", "GET", "/api/v1/org_secrets/hf")
+    await rec.read(
+        "SecretListSchema", "GET", "/api/v1/org_secrets",
+        params={"count": 10, "q": "", "search": "", "start": 0, "all": "true"},
+    )  # fmt: skip
     created = await rec.read(
-        f"{Kind}Schema", "POST", f"{base}/{name}/{kind}s",
-        json={"description": "", "version": version, "manifest": manifest,
-              "build_at": "2026-01-01 12:00:00.000000", "labels": [{"key": "k", "value": "v"}]},
+        "DeploymentFullSchema", "POST", "/api/v2/deployments", params={"cluster": ""},
+        json=deployment_body("iris:v1", "iris", instance_type="cpu.small"), module="v2",
     )  # fmt: skip
-    assert created["transmission_strategy"] == "presigned_url"
-    await rec.read(f"{Kind}Schema", "PATCH", f"{item}/presign_upload_url")
-    await rec.read(f"{Kind}Schema", "PATCH", f"{item}/start_upload")
-    started = await rec.read(f"{Kind}Schema", "PATCH", f"{item}/start_multipart_upload")
-    part = await rec.read(
-        f"{Kind}Schema", "PATCH", f"{item}/presign_multipart_upload_url",
-        json={"upload_id": started["upload_id"], "part_number": 1},
-    )  # fmt: skip
-    sent = await rec.stack.http.put(part["presigned_upload_url"], content=archive(name))
-    assert sent.status_code == 200
+    assert created["latest_revision"]["targets"][0]["bento"]["repository"]["name"] == "iris"
+    cluster = created["cluster"]["name"]
     await rec.read(
-        f"{Kind}Schema", "PATCH", f"{item}/complete_multipart_upload",
-        json={"upload_id": started["upload_id"],
-              "parts": [{"part_number": 1, "etag": sent.headers["etag"]}]},
+        "DeploymentFullSchema", "GET", "/api/v2/deployments/iris", params={"cluster": cluster},
+        module="v2",
     )  # fmt: skip
-    await rec.read(
-        f"{Kind}Schema", "PATCH", f"{item}/finish_upload", json={"status": "success", "reason": ""}
+    listing = {"cluster": "", "all": "true", "count": "", "q": "", "search": "", "start": ""}
+    first = await rec.read(
+        "DeploymentListSchema", "GET", "/api/v2/deployments", params=listing, module="v2"
     )
-    await rec.read(f"{Kind}Schema", "GET", item)
-    await rec.read(f"{Kind}WithRepositorySchema", "GET", item)
-    await rec.read(f"{Kind}Schema", "PATCH", f"{item}/presign_download_url")
+    assert first["total"] == 1
+    labelled = await rec.read(
+        "DeploymentListSchema", "GET", "/api/v2/deployments",
+        params=listing | {"count": first["total"], "q": "label:team=nlp"}, module="v2",
+    )  # fmt: skip
+    assert [d["name"] for d in labelled["items"]] == ["iris"]
+    update = deployment_body("iris:v1", None)
+    update.pop("name")
+    update.pop("dev")
+    updated = await rec.read(
+        "DeploymentFullSchema", "PUT", "/api/v2/deployments/iris", params={"cluster": cluster},
+        json=update, module="v2",
+    )  # fmt: skip
+    assert updated["latest_revision"]["number"] == 2
     await rec.read(
-        f"{Kind}Schema", "PATCH", item, json={"labels": [{"key": "stage", "value": "prod"}]}
-    )
-    if kind == "bento":  # bento.get(name): the newest of a repository's versions
-        await rec.read("BentoListSchema", "GET", f"{base}/{name}/bentos", params={"count": 1})
+        "DeploymentFullSchema", "PUT", "/api/v2/deployments/iris/void_update",
+        params={"cluster": cluster}, module="v2",
+    )  # fmt: skip
+    await rec.read(
+        "DeploymentFullSchema", "POST", "/api/ekiben/v1/deployments/iris/rollback",
+        json={"revision": 1}, module="v2",
+    )  # fmt: skip
+    terminated = await rec.read(
+        "DeploymentFullSchema", "POST", "/api/v2/deployments/iris/terminate",
+        params={"cluster": ""}, module="v2",
+    )  # fmt: skip
+    assert terminated["status"] == "terminating"
+    await rec.read(
+        "DeploymentFullSchema", "DELETE", "/api/v2/deployments/iris", params={"cluster": ""},
+        module="v2",
+    )  # fmt: skip
+    gone = await rec.stack.call("GET", "/api/v2/deployments/iris", params={"cluster": ""})
+    assert gone.status_code == 404
 
 
 async def test_every_answer_the_client_reads_decodes_with_its_own_schemas(
     bentoml_client: Client, nats_url: str, pg_dsn: str, s3_server: S3Server, tmp_path: Path
 ) -> None:
-    async with running_stack(nats_url, pg_dsn, s3_server, tmp_path / "token") as stack:
+    async with running_stack(
+        nats_url, pg_dsn, s3_server, tmp_path / "token", deployer=True
+    ) as stack:
         rec = Recorder(stack)
         await rec.read("UserSchema", "GET", "/api/v1/auth/current")
         await rec.read("OrganizationSchema", "GET", "/api/v1/current_org")
@@ -119,6 +147,7 @@ async def test_every_answer_the_client_reads_decodes_with_its_own_schemas(
         await rec.read("ApiTokenListSchema", "GET", "/api/v1/api_tokens",
                        params={"start": 0, "count": 100})  # fmt: skip
         await rec.read("ApiTokenSchema", "GET", f"/api/v1/api_tokens/{issued['uid']}")
+        await deployments(rec)
 
     schemas = {answer.schema for answer in rec.answers}
     assert {
@@ -127,6 +156,12 @@ async def test_every_answer_the_client_reads_decodes_with_its_own_schemas(
         "ModelRepositorySchema",
         "BentoListSchema",
         "ApiTokenListSchema",
+        "DeploymentFullSchema",
+        "DeploymentListSchema",
+        "ClusterListSchema",
+        "ResourceInstanceSchema",
+        "SecretSchema",
+        "SecretListSchema",
     } <= schemas
     failures = structure_with_client(bentoml_client.python, rec.answers)
     assert not failures, "\n".join(failures)

@@ -1508,3 +1508,20 @@ async def test_every_change_leaves_an_audit_record_with_actor_and_request_id(
 
     # Only admins read the log.
     refused(await stack.call("GET", "/api/ekiben/v1/audit", dev), 403, "needs the admin role")
+
+
+async def test_bentos_are_listed_by_the_model_version_they_use(stack: Stack) -> None:
+    # The model page's "bentos using it": the other direction of a manifest's model links.
+    await create_version(stack, "bento", "svc", "a", models=["clf:m1"])
+    await create_version(stack, "bento", "svc", "b", models=["clf:m2", "emb:e1"])
+    await create_version(stack, "bento", "other", "c", models=["clf:m1", "emb:e1"])
+    await create_version(stack, "bento", "plain", "d")
+
+    async def using(q: str) -> list[str]:
+        return tags(ok(await stack.call("GET", "/api/v1/bentos", params={"q": q})))
+
+    assert await using("model:clf:m1") == ["other:c", "svc:a"]
+    assert await using("model:emb:e1 svc") == ["svc:b"]
+    assert await using("model:clf:m9") == []
+    bad = await stack.call("GET", "/api/v1/bentos", params={"q": "model:clf"})
+    refused(bad, 422, "model:<name>:<version>")

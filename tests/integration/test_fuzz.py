@@ -57,6 +57,7 @@ async def fuzzed(
         transfer_strategy="proxy",
         max_upload_bytes=1024 * 1024,
         serve_http=True,
+        deployer=True,
     ) as stack:
         yield stack
 

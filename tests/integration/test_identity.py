@@ -524,6 +524,19 @@ async def test_changes_leave_audit_records_listed_newest_first(gateway: Gateway)
     )
     assert [r["request_id"] for r in only.json()["items"]] == ["req-create"]
     assert only.json()["total"] == 1
+    by_actor = await gateway.call(
+        "GET", "/api/ekiben/v1/audit", params={"actor": "system:bootstrap"}
+    )
+    assert [r["action"] for r in by_actor.json()["items"]] == ["organization.bootstrapped"]
+    by_type = await gateway.call(
+        "GET", "/api/ekiben/v1/audit", params={"resource_type": "api_token", "actor": "admin"}
+    )
+    assert [r["action"] for r in by_type.json()["items"]] == [
+        "api_token.revoked",
+        "api_token.created",
+    ]
+    none = await gateway.call("GET", "/api/ekiben/v1/audit", params={"resource_type": "bento"})
+    assert none.json()["total"] == 0
     assert_error(
         await gateway.call("GET", "/api/ekiben/v1/audit", params={"count": "many"}),
         422,
@@ -534,12 +547,14 @@ async def test_changes_leave_audit_records_listed_newest_first(gateway: Gateway)
 # --- the operator's command ---------------------------------------------------------------------
 
 
-def ekiben(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ekiben(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EKIBEN_")}
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=60,
-        check=False,
+        check=False, input=stdin,
     )  # fmt: skip
 
 

@@ -123,9 +123,13 @@ async def test_up_starts_ready_stops_cleanly_and_restarts_with_data(
             # The OCI registry the builder pushes to answers the distribution API.
             v2 = await client.get(f"http://{urls['registry']}/v2/")
             assert v2.status_code == 200, v2.text
-            page = await client.get(urls["dashboard"])
+            # The health page is public; every other page asks to sign in first.
+            page = await client.get(f"{urls['dashboard']}/health")
             assert page.status_code == 200
             assert page.text.count('<tr class="ready">') == 4
+            home = await client.get(urls["dashboard"])
+            assert home.status_code == 303
+            assert home.headers["location"] == "/login?next=/"
 
         # Data in all three stores: an event (NATS + the gateway's log in PostgreSQL), a blob.
         nc = await nats.connect(str(state["nats_url"]))

@@ -56,6 +56,9 @@ REQUIRED_IN_SECTION: dict[type[BaseModel], set[str]] = {
 # Settings that may still name a loopback address inside a container, and why.
 LOOPBACK_ALLOWED: dict[tuple[str, tuple[str, ...]], str] = {
     ("builder", ("registry", "url")): "the compose stack has no image registry (nor cluster)",
+    # A link for a person's browser on the host, where compose publishes the dashboard.
+    ("gateway", ("sessions", "dashboard_url")): "the setup URL is opened on the host",
+    ("dashboard", ("public_gateway_url",)): "the login line is run on the host",
 }
 LOOPBACK = re.compile(r"(?<![\w.])(127(?:\.\d{1,3}){3}|localhost|\[::1\])(?![\w.])")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -20,7 +20,8 @@ _SORTS: dict[str, reg.SortKey] = {
 
 def parse_listing(q: str | None, search: str | None, sort: str | None) -> dict[str, Any]:
     """Yatai's `q` mini-language: `label:k=v`, `creator:name`, `sort:<key>-<asc|desc>`,
-    `status:<upload status>`, and bare words (matched against names and versions)."""
+    `status:<upload status>`, and bare words (matched against names and versions); also
+    `model:<name>:<version>`, the bentos that use a model version."""
     words: list[str] = [search] if search else []
     labels: list[reg.Label] = []
     options: dict[str, Any] = {}
@@ -35,6 +36,10 @@ def parse_listing(q: str | None, search: str | None, sort: str | None) -> dict[s
             options["creator"] = value
         elif key == "status":
             options["upload_status"] = value
+        elif key == "model":
+            if value.count(":") != 1 or value.startswith(":") or value.endswith(":"):
+                raise InvalidInput(f"model:{value}: expected model:<name>:<version>")
+            options["uses_model"] = value
         elif key == "sort":
             sort = value
         else:

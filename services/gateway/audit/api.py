@@ -22,10 +22,20 @@ async def list_audit_records(
     db: Database,
     page: Paging,
     action: Annotated[str, Query(description="Only records of this action.")] = "",
+    actor: Annotated[str, Query(description="Only records of this actor (a user name).")] = "",
+    resource_type: Annotated[
+        str, Query(description="Only records about this kind of resource (bento, api_token).")
+    ] = "",
 ) -> ListSchema[AuditRecordSchema]:
     """The organization's audit records, newest first."""
     total, records = await audit.audit_records(
-        db, principal.org, start=page.start, count=page.count, action=action.strip() or None
+        db,
+        principal.org,
+        start=page.start,
+        count=page.count,
+        action=action.strip() or None,
+        actor=actor.strip() or None,
+        resource_type=resource_type.strip() or None,
     )
     return list_schema(
         [audit_record_schema(r) for r in records], start=page.start, count=page.count, total=total

@@ -68,21 +68,29 @@ async def audit_records(
     start: int,
     count: int,
     action: str | None,
+    actor: str | None = None,
+    resource_type: str | None = None,
 ) -> tuple[int, list[AuditRecord]]:
     """An organization's audit records, newest first, and how many match in all."""
-    where = "a.organization_id = $1 AND ($2::text IS NULL OR a.action = $2)"
+    where = """a.organization_id = $1 AND ($2::text IS NULL OR a.action = $2)
+               AND ($3::text IS NULL OR a.actor_name = $3)
+               AND ($4::text IS NULL OR a.resource_type = $4)"""
     total: int = await conn.fetchval(
         f"SELECT count(*) FROM audit_log a WHERE {where}",
         organization_id,
         action,
+        actor,
+        resource_type,
     )
     rows = await conn.fetch(
         f"""SELECT a.id, a.at, a.actor_name, a.token_uid, a.token_name, a.request_id, a.action,
                    a.resource_type, a.resource, a.details, o.name AS org_name
             FROM audit_log a LEFT JOIN organizations o ON o.id = a.organization_id
-            WHERE {where} ORDER BY a.id DESC OFFSET $3 LIMIT $4""",
+            WHERE {where} ORDER BY a.id DESC OFFSET $5 LIMIT $6""",
         organization_id,
         action,
+        actor,
+        resource_type,
         start,
         count,
     )

@@ -68,9 +68,17 @@ async def audit_records(
     start: int,
     count: int,
     action: str | None = None,
+    actor: str | None = None,
+    resource_type: str | None = None,
 ) -> tuple[int, list[AuditRecord]]:
     return await repository.audit_records(
-        conn, organization.id, start=start, count=count, action=action
+        conn,
+        organization.id,
+        start=start,
+        count=count,
+        action=action,
+        actor=actor,
+        resource_type=resource_type,
     )
 
 

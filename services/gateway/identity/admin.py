@@ -73,3 +73,30 @@ async def create_admin_token(
     finally:
         await pool.close()
     return issued.secret
+
+
+async def set_user_password(settings: GatewaySettings, *, name: str, password: str) -> None:
+    """Set user `name`'s password (their sessions end), audited as `system:cli`."""
+    # Imported here: sessions authenticate through identity, which this module is part of.
+    from services.gateway.sessions import service as sessions  # noqa: PLC0415
+
+    sessions.check_password(password)
+    dsn = settings.postgres.dsn.get_secret_value()
+    await migrate(dsn, settings.schema_name, MIGRATIONS, settings.service_name)
+    pool = await create_pool(dsn, schema=settings.schema_name, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            user = await sessions.user_by_name(conn, name)
+            ended = await sessions.set_password(conn, user, password)
+            orgs = await repository.organizations(conn)
+            await audit.record(
+                conn,
+                organization=orgs[0] if len(orgs) == 1 else None,
+                actor_name=SYSTEM_CLI,
+                action="user.password_set",
+                resource_type="user",
+                resource=name,
+                details={"sessions_ended": ended},
+            )
+    finally:
+        await pool.close()

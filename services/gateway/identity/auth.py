@@ -1,7 +1,9 @@
 """Who is calling, and may they: the principal behind a request, as FastAPI dependencies.
 
 A request authenticates with its API token in the `X-YATAI-API-TOKEN` header (the only
-credential the bentoml client sends; a dashboard session cookie will be a second way in).
+credential the bentoml client sends), or with a session in `X-Ekiben-Session` (what
+signing in makes, `services.gateway.sessions`; the dashboard sends it). A session acts as
+its user in its organization, with its token's scopes when it was made from a token.
 The token decides everything else: the user, the one organization the request acts in,
 the user's role there, and the token's scopes. A request that names an organization
 (`X-Yatai-Organization` header or `?organization_name=`, as Yatai clients may) must name
@@ -48,6 +50,8 @@ from services.gateway.identity.models import (
     User,
 )
 from services.gateway.schemas import rfc3339
+from services.gateway.sessions import service as sessions
+from services.gateway.sessions.models import PASSWORD_SESSION_NAME, SESSION_HEADER
 from shared.db import Pool
 from shared.errors import Forbidden, Unauthorized
 
@@ -150,6 +154,9 @@ class Principal:
     token_uid: str
     token_name: str
     scopes: frozenset[str]
+    # Set when the request came with a session (`X-Ekiben-Session`) rather than a token.
+    session_id: int | None = None
+    session_uid: str | None = None
 
     @property
     def organization(self) -> str:
@@ -165,6 +172,11 @@ _token_header = APIKeyHeader(
     name=TOKEN_HEADER,
     auto_error=False,
     description="An API token (`ekiben token create`, or POST /api/v1/api_tokens).",
+)
+_session_header = APIKeyHeader(
+    name=SESSION_HEADER,
+    auto_error=False,
+    description="A session (POST /api/ekiben/v1/sessions), what the dashboard sends.",
 )
 
 
@@ -187,6 +199,11 @@ async def authenticate(request: Request) -> Principal:
     if known is not None:
         return known
     secret = request.headers.get(TOKEN_HEADER)
+    session_secret = request.headers.get(SESSION_HEADER, "").strip()
+    if (not secret or not secret.strip()) and session_secret:
+        principal = await _session_principal(request, session_secret)
+        request.state.principal = principal
+        return principal
     if not secret or not secret.strip():
         raise Unauthorized(f"missing API token: send it in the {TOKEN_HEADER} header")
     pool = db_pool(request)
@@ -218,11 +235,40 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
+async def _session_principal(request: Request, secret: str) -> Principal:
+    settings = request.app.state.runtime.settings.sessions
+    session = await sessions.find_session(db_pool(request), settings, secret)
+    if session is None:
+        raise Unauthorized("the session has ended (signed out or expired): sign in again")
+    if session.role is None:
+        raise Forbidden(
+            f"user {session.user.name!r} is no longer a member of organization"
+            f" {session.organization.name!r}"
+        )
+    asked = _named_organization(request)
+    if asked is not None and asked != session.organization.name:
+        raise Forbidden(
+            f"the session is in organization {session.organization.name!r}, not {asked!r}"
+        )
+    return Principal(
+        user=session.user,
+        org=session.organization,
+        role=session.role,
+        token_uid=session.token_uid or session.uid,
+        token_name=session.token_name or PASSWORD_SESSION_NAME,
+        scopes=frozenset(session.scopes),
+        session_id=session.id,
+        session_uid=session.uid,
+    )
+
+
 async def current_principal(
-    request: Request, _secret: Annotated[str | None, Security(_token_header)]
+    request: Request,
+    _secret: Annotated[str | None, Security(_token_header)],
+    _session: Annotated[str | None, Security(_session_header)],
 ) -> Principal:
-    """A dependency: the caller (see `authenticate`). The `Security` parameter declares
-    the token header in the OpenAPI document; the header is read by `authenticate`."""
+    """A dependency: the caller (see `authenticate`). The `Security` parameters declare
+    the token and session headers in the OpenAPI document; `authenticate` reads them."""
     return await authenticate(request)
 
 

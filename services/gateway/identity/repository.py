@@ -347,3 +347,11 @@ def _token(row: Row) -> ApiToken:
         revoked_at=row["revoked_at"],
         is_expired=row["is_expired"],
     )
+
+
+# Public names for the column lists and mappers, for the sessions feature's queries that
+# join users and organizations the same way.
+USER_COLUMNS = _USER
+ORGANIZATION_COLUMNS = _ORG
+user_from_row = _user
+organization_from_row = _organization

@@ -1,0 +1,1 @@
+"""The dashboard's one outside party: the gateway's public HTTP API."""

@@ -1,0 +1,135 @@
+// Ekiben dashboard: live activity from the gateway's event stream (EventSource, which
+// reconnects on its own with Last-Event-ID), copy buttons and confirmations. No polling.
+"use strict";
+
+// Every event type the gateway publishes (EventSource needs a listener per `event:` name).
+const EVENT_TYPES = [
+  "bento.pushed", "bento.deleted", "model.pushed", "model.deleted",
+  "build.requested", "build.started", "build.completed", "build.failed",
+  "deployment.requested", "deployment.updated", "deployment.terminated",
+  "deployment.deleted", "deployment.status_changed",
+];
+const MAX_ITEMS = 200;
+
+function matches(pattern, type) {
+  if (!pattern) return true;
+  return pattern.split(",").some((p) => (p.endsWith("*") ? type.startsWith(p.slice(0, -1)) : p === type));
+}
+
+function describe(event) {
+  const data = event.data || {};
+  const ref = data.artifact || data.bento || data.deployment || {};
+  const [kind] = event.type.split(".");
+  let label = ref.name ? `${ref.name}${ref.version ? ":" + ref.version : ""}` : event.subject || "";
+  let href = null;
+  if ((kind === "bento" || kind === "model") && ref.name && ref.version && event.type.endsWith("pushed")) {
+    href = `/${kind}s/${encodeURIComponent(ref.name)}/${encodeURIComponent(ref.version)}`;
+  } else if (kind === "build" && data.bento) {
+    label = `${data.bento.name}:${data.bento.version}`;
+    href = `/bentos/${encodeURIComponent(data.bento.name)}/${encodeURIComponent(data.bento.version)}`;
+  }
+  const actor = data.pushed_by || data.deleted_by || data.requested_by || "";
+  const status = data.status || data.phase || "";
+  return { label, href, actor, status };
+}
+
+function renderEvent(event) {
+  const item = document.createElement("li");
+  item.className = "fresh";
+  item.dataset.type = event.type;
+  const when = document.createElement("time");
+  when.dateTime = event.time || "";
+  when.textContent = event.time ? new Date(event.time).toLocaleString() : "";
+  const type = document.createElement("span");
+  type.className = "type";
+  type.textContent = event.type;
+  const what = describe(event);
+  const subject = document.createElement(what.href ? "a" : "span");
+  subject.className = "subject";
+  if (what.href) subject.href = what.href;
+  subject.textContent = what.label;
+  item.append(when, type, subject);
+  if (what.status) {
+    const status = document.createElement("span");
+    status.textContent = what.status;
+    item.append(status);
+  }
+  if (what.actor) {
+    const actor = document.createElement("span");
+    actor.className = "hint";
+    actor.textContent = `by ${what.actor}`;
+    item.append(actor);
+  }
+  return item;
+}
+
+function subscribe(params, onEvent, onState) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value) query.set(key, value);
+  const source = new EventSource(`/live?${query}`);
+  const handle = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    onEvent(event);
+  };
+  for (const type of EVENT_TYPES) source.addEventListener(type, handle);
+  source.addEventListener("open", () => onState("live"));
+  source.addEventListener("error", () => onState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
+  return source;
+}
+
+function liveFeed(root) {
+  const list = root.querySelector("[data-items]");
+  const empty = root.querySelector("[data-empty]");
+  const state = root.querySelector("[data-live-state]");
+  const types = root.dataset.types || "";
+  const seen = new Set();
+  subscribe(
+    { types, subject: root.dataset.subject || "", replay: root.dataset.replay || "" },
+    (event) => {
+      if (seen.has(event.id) || !matches(types, event.type)) return;
+      seen.add(event.id);
+      if (empty) empty.hidden = true;
+      list.prepend(renderEvent(event));
+      while (list.children.length > MAX_ITEMS) list.lastElementChild.remove();
+    },
+    (s) => {
+      state.textContent = s === "live" ? "Live: new activity appears here as it happens."
+        : s === "closed" ? "The event stream ended: reload the page to follow again."
+        : "Reconnecting to the event stream…";
+      root.dataset.state = s;
+    },
+  );
+}
+
+function liveNotice(root) {
+  const text = root.querySelector("[data-text]");
+  let count = 0;
+  subscribe({ types: root.dataset.types || "" }, (event) => {
+    count += 1;
+    const what = describe(event);
+    text.textContent = count === 1 ? `${event.type}: ${what.label}.` : `${count} changes since this page loaded (latest: ${event.type} ${what.label}).`;
+    root.hidden = false;
+  }, () => {});
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-live-feed]").forEach(liveFeed);
+  document.querySelectorAll("[data-live-notice]").forEach(liveNotice);
+  document.querySelectorAll("[data-copy]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const target = document.querySelector(button.dataset.copy);
+      const value = target.value !== undefined ? target.value : target.textContent;
+      try {
+        await navigator.clipboard.writeText(value);
+        button.textContent = "Copied";
+      } catch {
+        if (target.select) target.select();
+        button.textContent = "Press Ctrl+C to copy";
+      }
+    });
+  });
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
+  });
+});

@@ -1,0 +1,1 @@
+"""The deployer's adapters: the cluster directory on NATS, Kubernetes access."""

@@ -1,0 +1,1 @@
+"""Signing in: passwords, browser sessions, the first admin's setup code (see `service`)."""

@@ -1,0 +1,121 @@
+"""The dashboard's pure logic: roles, listing queries, labels, manifests, CSRF."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.dashboard import service as ui
+from tests.fixtures.manifests import bento_manifest
+
+
+def session(role: str, scopes: list[str]) -> dict[str, object]:
+    return {
+        "user": {"name": "u"},
+        "organization": {"name": "default"},
+        "role": role,
+        "scopes": scopes,
+        "method": "password",
+        "expires_at": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "scopes", "write", "admin"),
+    [
+        ("guest", ["api"], False, False),
+        ("developer", ["api"], True, False),
+        ("developer", ["read_organization"], False, False),
+        ("admin", ["api"], True, True),
+        ("admin", ["write_organization"], True, False),
+        ("admin", ["operate_organization"], True, True),
+    ],
+)
+def test_what_a_viewer_may_do_follows_role_and_scopes(
+    role: str, scopes: list[str], write: bool, admin: bool
+) -> None:
+    viewer = ui.Viewer.from_session(session(role, scopes))
+    assert viewer.can_write is write
+    assert viewer.is_admin is admin
+
+
+def test_a_listing_query_becomes_the_gateways_q_language() -> None:
+    query = ui.ListingQuery.parse(
+        {"search": " iris ", "labels": "team=nlp, stage=prod", "sort": "largest", "page": "3"}
+    )
+    assert query.gateway_params() == {
+        "q": "label:team=nlp label:stage=prod sort:size-desc",
+        "start": "40",
+        "count": "20",
+        "search": "iris",
+    }
+    assert query.link(page=4) == "?search=iris&labels=team%3Dnlp+stage%3Dprod&sort=largest&page=4"
+    odd = ui.ListingQuery.parse({"sort": "sideways", "page": "-2"})
+    assert (odd.sort, odd.page) == ("newest", 1)
+    assert ui.ListingQuery.parse({"page": "x"}).page == 1
+
+
+def test_labels_are_read_one_per_line_and_bad_lines_say_why() -> None:
+    assert ui.parse_labels("team=nlp\n stage = prod \n\nowner=") == [
+        {"key": "team", "value": "nlp"},
+        {"key": "stage", "value": "prod"},
+        {"key": "owner", "value": ""},
+    ]
+    with pytest.raises(ValueError, match="key=value"):
+        ui.parse_labels("team")
+    with pytest.raises(ValueError, match="key=value"):
+        ui.parse_labels("=x")
+
+
+def test_a_manifest_shows_services_apis_with_schemas_and_models() -> None:
+    manifest = bento_manifest("iris", models=["clf:m1"])
+    manifest["schema"] = {
+        "name": "Iris",
+        "routes": [
+            {
+                "name": "classify",
+                "route": "/classify",
+                "description": "Sort a flower",
+                "input": {"type": "object", "properties": {"x": {"type": "number"}}},
+                "output": {"type": "string"},
+            }
+        ],
+    }
+    view = ui.manifest_view(manifest)
+    assert view.entry_service == "Iris"
+    assert [s.name for s in view.services] == ["Iris"]
+    assert view.services[0].models == ["clf:m1"]
+    assert view.models == ["clf:m1"]
+    api = view.apis[0]
+    assert (api.name, api.route, api.doc) == ("classify", "/classify", "Sort a flower")
+    assert '"x"' in api.input
+    assert '"string"' in api.output
+    legacy = ui.manifest_view({"apis": {"predict": {"route": "/predict", "input_type": "JSON"}}})
+    assert [(a.route, a.input) for a in legacy.apis] == [("/predict", "JSON")]
+    assert ui.manifest_view(None).apis == []
+
+
+def test_csrf_tokens_are_bound_to_the_session() -> None:
+    one, two = ui.csrf_for_session("eks_a"), ui.csrf_for_session("eks_b")
+    assert one != two
+    assert one == ui.csrf_for_session("eks_a")
+    assert ui.same_token(one, one)
+    assert not ui.same_token(one, two)
+    assert not ui.same_token("", "")
+    assert not ui.same_token(None, one)
+
+
+def test_sizes_times_and_links_read_well() -> None:
+    assert ui.human_size(512) == "512 B"
+    assert ui.human_size(1536) == "1.5 KiB"
+    assert ui.human_size(3 * 1024**3) == "3.0 GiB"
+    assert ui.when("2026-12-02T06:15:00+00:00") == "2026-12-02 06:15 UTC"
+    assert ui.tag_link("model", "clf:m1") == "/models/clf/m1"
+    assert ui.login_command("http://gw", "ekb_x") == (
+        "bentoml cloud login --endpoint http://gw --api-token ekb_x"
+    )
+
+
+def test_the_navigation_names_every_page_once_with_admin_pages_marked() -> None:
+    hrefs = [s.href for s in ui.NAV]
+    assert len(hrefs) == len(set(hrefs))
+    assert {s.href for s in ui.NAV if s.admins_only} == {"/members", "/audit"}
