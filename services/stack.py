@@ -321,7 +321,7 @@ class Stack:
             _say(f"kubernetes ready in {self.kube.startup_seconds:.2f}s: {self.kube.server_url}")
         kubeconfig = str(ext.kubeconfig or (self.kube.kubeconfig_path if self.kube else ""))
         if not kubeconfig:
-            _say("no Kubernetes (--no-kubernetes): deployments are recorded, not run")
+            _say("no Kubernetes (--no-kubernetes): deployments and builds are recorded, not run")
         return Endpoints(
             nats_url, postgres_dsn, s3_endpoint, access, secret, ext.s3_bucket, oci, kubeconfig
         )
@@ -435,6 +435,10 @@ class Stack:
         if endpoints.kubeconfig:
             env["EKIBEN_BUILDER_KUBE__KUBECONFIG"] = endpoints.kubeconfig
             env.setdefault("EKIBEN_BUILDER_KUBE__NAMESPACE", KUBE_NAMESPACE)
+            # Deployments ask for Bentos in their own namespaces: watch them all.
+            env.setdefault("EKIBEN_BUILDER_KUBE__WATCH_NAMESPACES", '["*"]')
+        elif "EKIBEN_BUILDER_CONTROLLER_ENABLED" not in os.environ:
+            env["EKIBEN_BUILDER_CONTROLLER_ENABLED"] = "false"
         if "EKIBEN_BUILDER_CONTAINERS__MIRRORS" not in os.environ:
             # Base images (FROM python:3.11-slim) are looked for in the registry first, then
             # on Docker Hub: seeding it once makes builds work without Docker Hub.

@@ -26,8 +26,9 @@ def create_runtime(settings: BuilderSettings) -> tuple[BackendRuntime, BuilderCo
     api.register(runtime, service)
     handlers.register(runtime, service, settings)
     # After the pool and NATS (the reconciler uses both), before serving events.
-    runtime.resource(hooks(start=controller.start, stop=controller.stop))
-    runtime.readiness["kubernetes"] = controller.ready
+    if settings.controller_enabled:
+        runtime.resource(hooks(start=controller.start, stop=controller.stop))
+        runtime.readiness["kubernetes"] = controller.ready
     return runtime, controller
 
 

@@ -68,6 +68,7 @@ class BuilderController:
         self.reconciler: BuildReconciler | None = None
         self._registry: RegistryClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._requests: list[Watcher] = []
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -88,8 +89,11 @@ class BuilderController:
         self.backend = self._backend(tools, api, controller)
         crs = client.CustomObjectsApi(api)
         bento_watchers = []
+        self._requests = []
         for namespace in settings.kube.watched:
-            controller.watch(self._watcher(crs, BENTO_REQUEST.plural, namespace))
+            requests = self._watcher(crs, BENTO_REQUEST.plural, namespace)
+            self._requests.append(requests)
+            controller.watch(requests)
             bentos = self._watcher(crs, BENTO.plural, namespace)
             bento_watchers.append(bentos)
             controller.watch(bentos, mapper=owned_by(BENTO_REQUEST.api_version, "BentoRequest"))
@@ -197,8 +201,13 @@ class BuilderController:
             version=version,
             build_id=build.id,
         )
+        # The watch's copy when this replica leads and has it (an idle sweep sends nothing).
+        known = [w.known[key] for w in self._requests if key in w.known]
         try:
-            await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
+            if known:
+                await self.objects.apply_if_changed(BENTO_REQUEST, manifest, live=known[0])
+            else:
+                await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
         except ApiException as exc:
             raise Unavailable(f"cannot write BentoRequest {key[0]}/{key[1]}: {exc.status}") from exc
         if self.controller is not None and self.elector is not None and self.elector.is_leader:

@@ -53,7 +53,7 @@ def register(runtime: BackendRuntime, service: BuildService, settings: BuilderSe
         if not isinstance(event, BuildRequested) or event.source == SOURCE:
             return
         data = event.data
-        if data.cluster is not None and data.cluster != settings.cluster:
+        if data.cluster is not None and data.cluster != settings.cluster_name:
             return
         request = RequestBuild(
             organization=data.bento.organization,

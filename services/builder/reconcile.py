@@ -98,9 +98,8 @@ class BuildReconciler:
         bento_ready = False
         if build.status is BuildStatus.SUCCEEDED:
             bento_ready = await self._publish(request, key, organization, build)
-        await self._write_status(
-            key, generation, build, bento_ready, outcome.job_name if outcome else None
-        )
+        job_name = (outcome.job_name if outcome else None) or self.backend.job_for(build)
+        await self._write_status(key, generation, build, bento_ready, job_name)
         del spec
         return result
 
@@ -220,8 +219,7 @@ class BuildReconciler:
         self, request: dict[str, Any], key: ObjectKey, build: BuildRow
     ) -> tuple[BuildRow, Result | None, Outcome]:
         outcome = await self.backend.poll(build, request)
-        deadline = render.parse_duration((request.get("spec") or {}).get("imageBuildTimeout"))
-        deadline = deadline or self.settings.containers.build_timeout_seconds
+        deadline = self._deadline(request)
         if outcome.state == "running":
             started = build.started_at or build.created_at
             elapsed = (datetime.now(UTC) - started).total_seconds()
@@ -325,14 +323,26 @@ class BuildReconciler:
 
     def _order(self, request: dict[str, Any], key: ObjectKey, build: BuildRow) -> BuildOrder:
         spec = request.get("spec") or {}
-        deadline = render.parse_duration(spec.get("imageBuildTimeout"))
         return BuildOrder(
             build=build,
             request=request,
             key=key,
-            deadline_seconds=deadline or self.settings.containers.build_timeout_seconds,
+            deadline_seconds=self._deadline(request),
             build_args={**self.settings.build_args, **(spec.get("buildArgs") or {})},
         )
+
+    def _deadline(self, request: dict[str, Any]) -> float:
+        """The request's `imageBuildTimeout`, else the backend's setting."""
+        spec = request.get("spec") or {}
+        try:
+            deadline = render.parse_duration(spec.get("imageBuildTimeout"))
+        except ValueError as exc:
+            raise PermanentError(str(exc), reason="InvalidSpec") from exc
+        if deadline:
+            return deadline
+        if self.settings.backend == "kubernetes":
+            return float(self.settings.job.active_deadline_seconds)
+        return self.settings.containers.build_timeout_seconds
 
     async def _lookup(self, build: BuildRow) -> str | None:
         repository = build.image_repository.split("/", 1)[1]

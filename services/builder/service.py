@@ -48,6 +48,7 @@ from shared.outbox import processed_once, write_event
 log = get_logger(__name__)
 
 SOURCE = "/ekiben/builder"
+VERSION_CACHE_SECONDS = 5.0
 _EVENT_REASON = {"push": "bento.pushed", "manual": "manual", "deployment": "deployment"}
 Announce = Callable[[BuildRow], Awaitable[None]]
 
@@ -72,11 +73,28 @@ class BuildService:
         self._rpc = rpc
         self.settings = settings
         self.announce: Announce | None = None
+        # One push asks for its version three times within milliseconds (the handler, the
+        # announcement, the reconcile): a short-lived cache makes that one request/reply.
+        self._versions: dict[tuple[str, str, str], tuple[float, reg.Version]] = {}
 
     # --- the registry ------------------------------------------------------------------
 
     async def bento_version(self, organization: str, name: str, version: str) -> reg.Version:
         """The bento version from the registry; PermanentError when it cannot be built."""
+        key = (organization, name, version)
+        cached = self._versions.get(key)
+        if cached is not None and time.monotonic() - cached[0] < VERSION_CACHE_SECONDS:
+            return cached[1]
+        found = await self._fetch_version(organization, name, version)
+        if len(self._versions) > 1024:
+            self._versions.clear()
+        self._versions[key] = (time.monotonic(), found)
+        return found
+
+    def forget_version(self, organization: str, name: str, version: str) -> None:
+        self._versions.pop((organization, name, version), None)
+
+    async def _fetch_version(self, organization: str, name: str, version: str) -> reg.Version:
         try:
             found = await self._rpc.call(
                 reg.GET_VERSION,
@@ -137,6 +155,8 @@ class BuildService:
         processed and changes nothing. A failed build under the same tag is tried again only
         when a person asks (`manual`) or the request is forced.
         """
+        if request.trigger == "push":  # a re-push may have replaced the archive
+            self.forget_version(request.organization, request.bento_name, request.bento_version)
         version = await self.bento_version(
             request.organization, request.bento_name, request.bento_version
         )

@@ -212,7 +212,10 @@ class BuilderSettings(BackendSettings):
     # (`on-deploy`, i.e. on `build.requested`), or nothing (`never`: manual builds only).
     policy: Literal["on-push", "on-deploy", "never"] = "on-push"
     # The cluster this builder serves: a `build.requested` naming another one is not ours.
-    cluster: str = "default"
+    cluster_name: str = Field(default="default", min_length=1, max_length=63)
+    # Whether this process runs the operator (off, without a cluster: builds are recorded
+    # and wait as `pending` until a builder with a cluster runs).
+    controller_enabled: bool = True
     # Kubectl-applied BentoRequests carry no organization label: they belong to this one.
     default_organization: str = "default"
     # Lines of build output kept per build (the last ones when there are more).

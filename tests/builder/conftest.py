@@ -17,9 +17,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from kubernetes_asyncio import client
@@ -28,17 +30,20 @@ from pydantic import SecretStr
 from services.builder.app import create_runtime
 from services.builder.controller import BuilderController
 from services.builder.settings import BuilderKubeSettings, BuilderSettings
+from shared.contracts import registry as reg
 from shared.contracts.builder import bento_resource_name
 from shared.db import create_pool
 from shared.devstack.kube import KubeControlPlane
 from shared.devstack.oci import OciRegistry
 from shared.devstack.servers import S3Server
+from shared.errors import Conflict
 from shared.events import EVENT_STREAM
 from shared.kube.kinds import BENTO, BENTO_REQUEST
 from shared.kube.objects import Objects
 from shared.service import BackendRuntime
 from shared.settings import NatsSettings, PostgresSettings
 from tests.fixtures.bentoml import Client, bentoml_client
+from tests.fixtures.manifests import bento_manifest
 from tests.fixtures.stack import Stack, registry_settings, running_stack
 from tests.images.conftest import (
     busybox_context,
@@ -274,3 +279,26 @@ def settings_environment(settings: BuilderSettings, **extra: str) -> dict[str, s
     env["EKIBEN_BUILDER_POSTGRES__DSN"] = settings.postgres.dsn.get_secret_value()
     env.pop("EKIBEN_BUILDER_REGISTRY__PASSWORD", None)
     return {**env, **extra}
+
+
+async def upload_bento(bs: BuilderStack, name: str, version: str, archive: bytes) -> None:
+    """A bento version stored through the registry's commands, as the gateway does it;
+    finishing the upload emits `bento.pushed`."""
+    rpc = bs.stack.registry.rpc
+    scope = reg.Scope(organization="default", actor="admin")
+    ref: dict[str, Any] = {
+        "scope": scope, "kind": reg.Kind.BENTO, "repository": name, "version": version,
+    }  # fmt: skip
+    with contextlib.suppress(Conflict):
+        await rpc.call(
+            reg.CREATE_REPOSITORY, reg.CreateRepository(scope=scope, kind=reg.Kind.BENTO, name=name)
+        )
+    await rpc.call(
+        reg.CREATE_VERSION,
+        reg.CreateVersion(**ref, manifest=bento_manifest(name), build_at=datetime.now(UTC)),
+    )
+    await rpc.call(reg.START_UPLOAD, reg.VersionRef(**ref))
+    url = (await rpc.call(reg.PRESIGN_UPLOAD, reg.VersionRef(**ref))).url
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(url, content=archive)).status_code == 200
+    await rpc.call(reg.FINISH_UPLOAD, reg.FinishUpload(**ref, status="success"))

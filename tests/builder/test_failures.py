@@ -20,7 +20,6 @@ import sys
 import tarfile
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ import pytest
 
 from services.builder.adapters.containers import ContainerEnvironment
 from services.builder.adapters.skopeo import Skopeo
-from shared.contracts import registry as reg
 from shared.devstack.process import free_port
 from tests.builder.conftest import (
     BuilderStack,
@@ -37,12 +35,12 @@ from tests.builder.conftest import (
     build_greeter,
     login,
     settings_environment,
+    upload_bento,
     wait_for,
     write_bento_project,
 )
 from tests.builder.test_operator import conditions
 from tests.fixtures.bentoml import Client
-from tests.fixtures.manifests import bento_manifest
 
 pytestmark = [pytest.mark.k8s, pytest.mark.images, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).parents[2]
@@ -122,22 +120,7 @@ async def test_an_unsafe_archive_is_refused_with_a_reason(
 ) -> None:
     async with builder_stack() as bs:
         bs: BuilderStack  # type: ignore[no-redef]
-        rpc = bs.stack.registry.rpc
-        scope = reg.Scope(organization="default", actor="admin")
-        ref = {"scope": scope, "kind": reg.Kind.BENTO, "repository": "evil", "version": "v1"}
-        await rpc.call(
-            reg.CREATE_REPOSITORY,
-            reg.CreateRepository(scope=scope, kind=reg.Kind.BENTO, name="evil"),
-        )
-        await rpc.call(
-            reg.CREATE_VERSION,
-            reg.CreateVersion(**ref, manifest=bento_manifest("evil"), build_at=datetime.now(UTC)),
-        )
-        await rpc.call(reg.START_UPLOAD, reg.VersionRef(**ref))
-        url = (await rpc.call(reg.PRESIGN_UPLOAD, reg.VersionRef(**ref))).url
-        async with httpx.AsyncClient() as http:
-            assert (await http.put(url, content=unsafe_tar())).status_code == 200
-        await rpc.call(reg.FINISH_UPLOAD, reg.FinishUpload(**ref, status="success"))
+        await upload_bento(bs, "evil", "v1", unsafe_tar())
 
         done = await bs.build_done((await build_of(bs, "v1"))["id"], timeout=120)
         assert done["status"] == "failed"

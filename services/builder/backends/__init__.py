@@ -51,6 +51,9 @@ class Backend(Protocol):
 
     async def start(self, order: BuildOrder) -> None: ...
 
+    def job_for(self, build: BuildRow) -> str | None:
+        """The name of the Job running `build` (for the request's status), if any."""
+
     async def poll(self, build: BuildRow, request: dict[str, Any]) -> Outcome: ...
 
     async def cancel(self, build: BuildRow, request: dict[str, Any]) -> None: ...

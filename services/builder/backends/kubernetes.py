@@ -87,6 +87,9 @@ class KubernetesBackend:
             return Outcome("failed", reason=reason, message=message, job_name=name)
         return Outcome(state, job_name=name)  # type: ignore[arg-type]
 
+    def job_for(self, build: BuildRow) -> str | None:
+        return render.job_name(build) if build.attempts else None
+
     async def cancel(self, build: BuildRow, request: dict[str, Any]) -> None:
         key = (request["metadata"]["namespace"], render.job_name(build))
         await self.objects.delete(JOB, key, propagation="Background")

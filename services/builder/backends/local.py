@@ -101,6 +101,9 @@ class LocalBackend:
             await stop_tasks([task], grace=0)
         self._results.pop(build.id, None)
 
+    def job_for(self, build: BuildRow) -> str | None:
+        return None
+
     def forget(self, build_id: str) -> None:
         self._results.pop(build_id, None)
         self._tasks.pop(build_id, None)
