@@ -35,7 +35,10 @@ format: venv
 asyncapi: venv  ## Regenerate the committed AsyncAPI document from the event models
 	$(BIN)/ekiben events asyncapi > docs/asyncapi.json
 
-bench: venv  ## Print the benchmark figures (several minutes)
+bench: venv k8s python-base  ## Print the benchmark figures (the image builds take a while)
 	$(BIN)/python benchmarks/outbox_latency.py
 	$(BIN)/python benchmarks/registry_transfer.py
 	$(BIN)/python benchmarks/subscriptions.py
+	$(BIN)/python benchmarks/build.py
+	$(BIN)/python benchmarks/deploy.py
+	$(BIN)/python benchmarks/dashboard.py
