@@ -39,6 +39,10 @@ _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PYTHON = re.compile(r"^3\.[0-9]+(\.[0-9]+)?$")
 _BENTOML = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?([-.+a-zA-Z0-9]*)?$")
+# A Kubernetes quantity, as the CRDs' schemas check it.
+_QUANTITY = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 
 
 # --- tags ----------------------------------------------------------------------------------
@@ -106,6 +110,28 @@ def _names(items: Any, *keys: str) -> list[str]:
     return found
 
 
+def service_resources(declared: object) -> dict[str, Any] | None:
+    """`@bentoml.service(resources={"cpu": "2", "memory": "4Gi", "gpu": 1})` in the
+    BentoDeployment's resources shape, as requests (the deployer turns a GPU into a limit).
+
+    What Kubernetes could not read (BentoML also takes `cpu: "cpu_count"` or `memory: "2GB"`)
+    is left out: the deployment's own resources, or none, apply to it instead.
+    """
+    if not isinstance(declared, dict):
+        return None
+    requests: dict[str, Any] = {}
+    for key in ("cpu", "memory"):
+        value = declared.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and _QUANTITY.match(value):
+            requests[key] = value
+    gpu = declared.get("gpu")
+    if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu > 0:
+        requests["gpu"] = gpu
+    return {"requests": requests} if requests else None
+
+
 def bento_shape(manifest: Mapping[str, Any] | None) -> dict[str, Any]:
     """`services`, `models`, `entryService` and `context` of a Bento(Request) spec."""
     manifest = manifest or {}
@@ -118,6 +144,9 @@ def bento_shape(manifest: Mapping[str, Any] | None) -> dict[str, Any]:
             entry["dependencies"] = deps
         if models := _names(service.get("models"), "tag"):
             entry["models"] = models
+        config = service.get("config")
+        if isinstance(config, dict) and (resources := service_resources(config.get("resources"))):
+            entry["resources"] = resources
         services.append(entry)
     models = _names(manifest.get("models"), "tag")
     for service in services:

@@ -87,6 +87,8 @@ class RenderOptions:
 class BentoService:
     name: str
     dependencies: tuple[str, ...] = ()
+    # What the service declares (the Bento's services[].resources): the container's default.
+    resources: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def child_name(deployment: str, service: str) -> str:
 def bento_services(bento: dict[str, Any]) -> list[BentoService]:
     spec = bento.get("spec") or {}
     services = [
-        BentoService(str(s["name"]), tuple(str(d) for d in s.get("dependencies") or ()))
+        BentoService(
+            str(s["name"]), tuple(str(d) for d in s.get("dependencies") or ()), s.get("resources")
+        )
         for s in spec.get("services") or []
         if s.get("name")
     ]
@@ -287,7 +291,10 @@ def pod_template(
     env_from = [*(spec.get("envFrom") or []), *(entry.get("envFrom") or [])]
     if env_from:
         container["envFrom"] = env_from
-    resources = container_resources(entry.get("resources") or spec.get("resources"))
+    # The deployment's word for the service, else its own default, else what the bento declares.
+    resources = container_resources(
+        entry.get("resources") or spec.get("resources") or service.resources
+    )
     if resources:
         container["resources"] = resources
     container["volumeMounts"] += list(pod_extra.get("volumeMounts") or [])

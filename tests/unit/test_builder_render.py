@@ -196,3 +196,18 @@ def test_the_chart_settings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.kube.lease_name == "ekiben-builder"
     monkeypatch.setenv("EKIBEN_BUILDER_KUBE__WATCH_NAMESPACES", '["*"]')
     assert BuilderSettings().kube.watched == [""]
+
+
+def test_the_resources_a_service_declares_reach_the_bento() -> None:
+    shape = render.bento_shape({"services": [
+        {"name": "Llm", "config": {"resources": {"cpu": "2", "memory": "8Gi", "gpu": 1,
+                                                "gpu_type": "nvidia-l4"}}},
+        {"name": "Cheap", "config": {"resources": {"cpu": 0.5}}},
+        # What Kubernetes cannot read is left to the deployment's settings.
+        {"name": "Odd", "config": {"resources": {"cpu": "cpu_count", "memory": "2GB"}}},
+    ]})  # fmt: skip
+    assert shape["services"] == [
+        {"name": "Llm", "resources": {"requests": {"cpu": "2", "memory": "8Gi", "gpu": 1}}},
+        {"name": "Cheap", "resources": {"requests": {"cpu": "0.5"}}},
+        {"name": "Odd"},
+    ]

@@ -234,3 +234,23 @@ def test_a_config_becomes_a_spec_and_a_gitops_spec_reads_back() -> None:
     assert back.secrets == ["hf"]
     assert back.services["Front"].scaling == dep.Scaling(min_replicas=2, max_replicas=3)
     assert back.envs == config.envs
+
+
+def test_what_the_bento_declares_is_the_default_and_the_deployment_overrides_it() -> None:
+    declared = {"name": "Front", "resources": {"requests": {"cpu": "2", "gpu": 1}}}
+    (deployment,) = [
+        c.manifest for c in render(bd(), bento(declared), OPTIONS, OWNER)
+        if c.kind.kind == "Deployment"
+    ]  # fmt: skip
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
+    given = {"requests": {"cpu": "500m"}}
+    (deployment,) = [
+        c.manifest for c in render(bd(resources=given), bento(declared), OPTIONS, OWNER)
+        if c.kind.kind == "Deployment"
+    ]  # fmt: skip
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "500m"}}
