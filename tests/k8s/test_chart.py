@@ -329,6 +329,7 @@ def test_the_builder_may_build_and_nothing_else(admin: Api, installed: Installed
     # What it needs, asked of the authorizer...
     for verb, resource, group, sub, name in [
         ("watch", "bentorequests", "resources.ekiben.dev", "", ""),
+        ("create", "bentorequests", "resources.ekiben.dev", "", ""),  # builds it announces
         ("update", "bentorequests", "resources.ekiben.dev", "status", ""),
         ("create", "bentos", "resources.ekiben.dev", "", ""),
         ("patch", "bentos", "resources.ekiben.dev", "status", ""),
