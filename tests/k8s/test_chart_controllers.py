@@ -150,21 +150,28 @@ async def test_the_deployer_deploys_with_the_chart_token(
                          "minReplicas": 2, "maxReplicas": 3}}]},
         })  # fmt: skip
 
-        async def running() -> dict[str, Any] | None:
-            bd = await kubectl.get(BENTO_DEPLOYMENT, (ns, "iris"))
-            return bd if ((bd or {}).get("status") or {}).get("phase") == "running" else None
-
-        await until(running, timeout=120, what="the BentoDeployment running")
-        bd = await kubectl.get(BENTO_DEPLOYMENT, (ns, "iris"))
-        assert bd is not None
-        assert conditions(bd)["Available"]["status"] == "True"
         base = f"/namespaces/{ns}"
         path = f"/apis/apps/v1{base}/deployments/iris-iris"
 
         def available() -> bool:
-            return admin.ok("GET", path)["status"].get("availableReplicas") == 2
+            answer = admin.call("GET", path)
+            return answer.status == 200 and answer.body["status"].get("availableReplicas") == 2
 
-        await until(available, timeout=60, what="both replicas available on kwok nodes")
+        await until(available, timeout=120, what="both replicas available on kwok nodes")
+
+        async def running() -> bool:
+            bd = await kubectl.get(BENTO_DEPLOYMENT, (ns, "iris"))
+            status = (bd or {}).get("status") or {}
+            return (
+                status.get("phase") == "running"
+                and status.get("readyReplicas") == 2
+                and conditions(bd).get("Available", {}).get("status") == "True"
+            )
+
+        await until(running, timeout=60, what="the BentoDeployment running, Available")
+        bd = await kubectl.get(BENTO_DEPLOYMENT, (ns, "iris"))
+        assert bd is not None
+        assert conditions(bd)["Available"]["observedGeneration"] == bd["metadata"]["generation"]
         deployment = admin.ok("GET", path)
         assert deployment["metadata"]["ownerReferences"][0]["uid"] == bd["metadata"]["uid"]
         pod_spec = deployment["spec"]["template"]["spec"]
@@ -271,8 +278,8 @@ async def test_the_builder_builds_with_the_chart_token(
             admin.ok("POST", "/api/v1/nodes", kwok_node(node, {HOLD: ns}))
             try:
 
-                async def published() -> dict[str, Any] | None:
-                    return await bs.bento(resource)
+                async def published() -> bool:
+                    return await bs.bento(resource) is not None
 
                 await until(published, timeout=120, what="the Bento")
                 done = await bs.build_done(build["id"], timeout=30)
@@ -308,4 +315,3 @@ async def test_the_builder_builds_with_the_chart_token(
     )  # fmt: skip
     assert refused.status == 403, refused.body
     assert builder_api.call("GET", f"/api/v1/namespaces/{ns}/pods").status == 403
-
