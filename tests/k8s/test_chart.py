@@ -12,7 +12,8 @@ TokenRequest API for the builder's, the deployer's and the gateway's accounts; t
 may and may not do, asked with SelfSubjectAccessReview and done with real requests (a 403 for
 what is outside its role), and the controllers' own client code (`shared.kube.api_client` in
 its in-cluster mode, with a service-account directory holding the token) taking its Lease,
-listing its resources and writing Events.
+listing its resources and writing Events. The real controllers doing their whole work with
+these tokens: tests/k8s/test_chart_controllers.py.
 
 helm: `helm install --wait`, `upgrade` and `uninstall` of the chart on the test cluster,
 whose kwok nodes run the pods (the migration hook Job completes first).
@@ -332,7 +333,7 @@ def test_the_builder_may_build_and_nothing_else(admin: Api, installed: Installed
         ("create", "bentorequests", "resources.ekiben.dev", "", ""),  # builds it announces
         ("update", "bentorequests", "resources.ekiben.dev", "status", ""),
         ("create", "bentos", "resources.ekiben.dev", "", ""),
-        ("patch", "bentos", "resources.ekiben.dev", "status", ""),
+        ("patch", "bentos", "resources.ekiben.dev", "", ""),
         ("create", "jobs", "batch", "", ""),
         ("delete", "jobs", "batch", "", ""),
         ("create", "events", "events.k8s.io", "", ""),
@@ -350,6 +351,7 @@ def test_the_builder_may_build_and_nothing_else(admin: Api, installed: Installed
         # Not even the registry's: it reaches the pods as a mounted volume (the kubelet's).
         ("get", "secrets", "", ns, "regcred"),
         ("get", "secrets", "", ns, "someone-elses"),
+        ("delete", "bentos", "resources.ekiben.dev", ns, ""),  # its request's GC does it
         ("get", "secrets", "", "kube-system", "regcred"),
         ("list", "bentorequests", "resources.ekiben.dev", None, ""),
         ("create", "bentodeployments", "serving.ekiben.dev", ns, ""),
