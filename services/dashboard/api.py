@@ -102,7 +102,10 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True  # old browsers and curl; the token still has to match
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    # Behind a proxy that rewrites Host, the name the browser used is X-Forwarded-Host.
+    hosts = {request.headers.get("host", "")}
+    hosts.update(h.strip() for h in request.headers.get("x-forwarded-host", "").split(",") if h)
+    return urlsplit(origin).netloc in hosts
 
 
 def check_form(page: Page, token: str) -> None:
@@ -293,18 +296,86 @@ async def setup(
 # --- home and activity -----------------------------------------------------------------
 
 
+async def _deployments(page: Page, **params: Any) -> tuple[dict[str, Any], str]:
+    """A page of deployments, or none and why (the deployer's API may be unreachable)."""
+    try:
+        answer = await page.gateway.get("/api/v2/deployments", all="true", **params)
+    except GatewayError as exc:
+        if exc.status in (401, 403):
+            raise
+        return {"items": [], "total": 0}, exc.message
+    return answer, ""
+
+
 @router.get("/", response_class=HTMLResponse)
 async def home(page: Signed) -> Response:
-    counts = await asyncio.gather(
+    bentos, models, (deployments, problem) = await asyncio.gather(
         page.gateway.get("/api/v1/bentos", count=1),
         page.gateway.get("/api/v1/models", count=1),
+        _deployments(page, count=10),
     )
     return page.render(
         "home.html",
-        bentos=counts[0]["total"],
-        models=counts[1]["total"],
+        bentos=bentos["total"],
+        models=models["total"],
+        deployments=deployments["items"],
+        deployments_problem=problem,
         endpoint=settings_of(page.request).public_gateway_url,
     )
+
+
+@router.get("/deployments", response_class=HTMLResponse)
+async def deployments_page(page: Signed, search: str = "", page_number: int = 1) -> Response:
+    number = max(1, page_number)
+    answer, problem = await _deployments(
+        page, search=search.strip(), start=(number - 1) * ui.PAGE_SIZE, count=ui.PAGE_SIZE
+    )
+    return page.render(
+        "deployments.html",
+        deployments=answer["items"],
+        problem=problem,
+        search=search,
+        paging=ui.Paging.of(answer, number),
+        endpoint=settings_of(page.request).public_gateway_url,
+    )
+
+
+@router.get("/builds", response_class=HTMLResponse)
+async def builds_page(
+    page: Signed, status: str = "", bento: str = "", page_number: int = 1
+) -> Response:
+    number = max(1, page_number)
+    error = ""
+    try:
+        answer = await page.gateway.get(
+            "/api/ekiben/v1/builds", status=status.strip(), bento=bento.strip(),
+            start=(number - 1) * ui.PAGE_SIZE, count=ui.PAGE_SIZE,
+        )  # fmt: skip
+    except GatewayError as exc:
+        if exc.status in (401, 403):
+            raise
+        answer, error = {"items": [], "total": 0}, exc.message
+    return page.render(
+        "builds.html",
+        builds=answer["items"],
+        error=error,
+        chosen_status=status,
+        bento=bento,
+        statuses=("pending", "building", "succeeded", "failed"),
+        paging=ui.Paging.of(answer, number),
+    )
+
+
+@router.post("/builds", response_class=HTMLResponse)
+async def rebuild(
+    page: Signed, bento: Annotated[str, Form()], csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """Build the bento's image again (forced): the builds list then shows it live."""
+    check_form(page, csrf)
+    await page.gateway.request(
+        "POST", "/api/ekiben/v1/builds", json={"bento": bento, "force": True}
+    )
+    return RedirectResponse(f"/builds?bento={quote(bento)}", status_code=303)
 
 
 @router.get("/events", response_class=HTMLResponse)

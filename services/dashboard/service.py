@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from shared.events import EVENT_TYPES as KNOWN_EVENTS
+
 WRITE_SCOPES = frozenset({"api", "write_organization", "operate_organization"})
 ADMIN_SCOPES = frozenset({"api", "operate_organization"})
 _RANK = {"guest": 0, "developer": 1, "admin": 2}
@@ -44,18 +46,20 @@ NAV = (
     Section("/", "Home"),
     Section("/bentos", "Bentos"),
     Section("/models", "Models"),
+    Section("/builds", "Builds"),
+    Section("/deployments", "Deployments"),
     Section("/events", "Events"),
     Section("/tokens", "API tokens"),
     Section("/members", "Members", admins_only=True),
     Section("/audit", "Audit", admins_only=True),
 )
+# Every event type there is, from the one contract (`shared.events`): the browser's
+# EventSource listens by name, so a type added there shows in the feed with no change here.
+ALL_EVENT_TYPES = tuple(sorted(KNOWN_EVENTS))
+# What the /events filter offers: each type, and a prefix per resource.
 EVENT_TYPES = (
-    "bento.pushed",
-    "bento.deleted",
-    "model.pushed",
-    "model.deleted",
-    "build.*",
-    "deployment.*",
+    *sorted({f"{t.split('.')[0]}.*" for t in ALL_EVENT_TYPES}),
+    *ALL_EVENT_TYPES,
 )
 
 
@@ -292,6 +296,20 @@ def manifest_view(manifest: dict[str, Any] | None) -> ManifestView:
         models.extend(tag for tag in service.models if tag not in models)
     view.models = list(dict.fromkeys(t for t in models if t))
     return view
+
+
+def duration(start: str | None, end: str | None) -> str:
+    """`1m 05s` between two RFC 3339 times (to now when `end` is None); "" without a start."""
+    if not start:
+        return ""
+    try:
+        begun = datetime.fromisoformat(start)
+        ended = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    except ValueError:
+        return ""
+    seconds = max(0, int((ended - begun).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def tag_link(kind: str, tag: str) -> str:

@@ -421,6 +421,10 @@ class DeploymentController:
         if row is None:
             set_metric(namespace, name, None)
             return None
+        # Not in the cache is not gone: an object just written by the API side may not have
+        # reached the watch yet. One read by name decides.
+        if await self.objects.get(BENTO_DEPLOYMENT, key) is not None:
+            return Result(requeue_after=0.2)
         if row.status in STOPPED:
             if self._cached_children(namespace, name):
                 return Result(requeue_after=1.0)  # the garbage collector is still at work
@@ -480,6 +484,9 @@ class DeploymentController:
             return
         manifest = bento_deployment_manifest(row)
         live = await self.objects.get(BENTO_DEPLOYMENT, key)
+        if live is not None and row.revision.source == "cluster":
+            return  # the revision was read from this object: writing it back would take
+            # kubectl's fields over under the API's field manager
         if (
             live is not None
             and live["metadata"].get("annotations", {}).get(dep.REVISION_ANNOTATION)

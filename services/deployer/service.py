@@ -82,13 +82,14 @@ class DeployerService:
 
     async def _cluster(self, name: str | None) -> dep.Cluster:
         """The named cluster, or the default one: the only one, or the one called "default"."""
-        known = await self.clusters.list()
         if name:
-            for cluster in known:
-                if cluster.name == name:
-                    return cluster
+            found = await self.clusters.get(name)
+            if found is not None:
+                return found
+            known = await self.clusters.list()
             names = ", ".join(c.name for c in known) or "none"
             raise InvalidInput(f"unknown cluster {name!r} (clusters: {names})")
+        known = await self.clusters.list()
         if len(known) == 1:
             return known[0]
         for cluster in known:

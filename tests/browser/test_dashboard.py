@@ -355,7 +355,17 @@ async def test_an_event_shows_live_without_a_reload(
 
 # --- accessibility, screenshots ------------------------------------------------------
 
-PAGES = ["/", "/bentos", "/models", "/events", "/tokens", "/members", "/audit"]
+PAGES = [
+    "/",
+    "/bentos",
+    "/models",
+    "/builds",
+    "/deployments",
+    "/events",
+    "/tokens",
+    "/members",
+    "/audit",
+]
 
 
 Scheme = Literal["light", "dark"]

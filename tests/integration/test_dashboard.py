@@ -41,7 +41,8 @@ async def dashboard(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(DashboardSettings(gateway_url=stack.url))
     # Served over loopback, not through ASGITransport, which would hold a stream's body
     # until it ends (and the event stream never does).
-    async with served(app) as url, httpx.AsyncClient(base_url=url) as client:
+    # Generous: an Argon2 verification on a loaded 2-core machine can take seconds.
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client
     await app.state.http.aclose()
 
@@ -103,6 +104,12 @@ async def test_forms_need_their_token_and_this_origin(dashboard: httpx.AsyncClie
         headers={"Origin": "https://evil.example"},
     )
     assert elsewhere.status_code == 403
+    proxied = await dashboard.post(
+        "/login",
+        data={"csrf": csrf, "username": "dana", "password": "not it"},
+        headers={"Origin": "https://ekiben.example", "X-Forwarded-Host": "ekiben.example"},
+    )
+    assert proxied.status_code == 401  # past the origin check, to the gateway's answer
     signed = await dashboard.post(
         "/login", data={"csrf": csrf, "username": "dana", "password": PASSWORD}
     )

@@ -257,6 +257,16 @@ async def test_passwords_are_set_by_their_owner_or_an_admin(gateway: Gateway) ->
     assert (await gateway.as_session(dana, "GET", "/api/v1/auth/current")).status_code == 200
     assert (await gateway.sign_in(username="dana", password="dana's password")).status_code == 401
     assert (await gateway.sign_in(username="dana", password="a new password")).status_code == 201
+    # A narrow token cannot turn itself into a password (which signs in with full access).
+    narrow = await gateway.admin(
+        "POST", "/api/v1/api_tokens", json={"name": "ro", "scopes": ["read_organization"]}
+    )
+    refused = await gateway.call(
+        "PUT", "/api/ekiben/v1/users/admin/password", json={"password": "escalated password"},
+        headers={TOKEN: narrow.json()["token"]},
+    )  # fmt: skip
+    assert refused.status_code == 403
+    assert "needs the api scope" in refused.json()["error"]["message"]
 
 
 async def test_the_admin_password_from_settings_and_from_the_cli(

@@ -260,6 +260,25 @@ async def test_a_deployment_rolls_out_reports_status_and_stays_idle(
 
         await until(scaled, what="the HPA to follow the update")
 
+        # A rollback to revision 1 restores its workloads: the autoscaler's bounds, the
+        # container's resources.
+        rolled = await rpc.call(
+            dep.ROLLBACK_DEPLOYMENT, dep.Rollback(scope=SCOPE, name="iris", revision=1)
+        )
+        assert rolled.latest_revision.number == 3
+
+        async def restored() -> bool:
+            live = await objects.get(HORIZONTAL_POD_AUTOSCALER, key)
+            deployed = await objects.get(DEPLOYMENT, key)
+            if live is None or deployed is None:
+                return False
+            resources = deployed["spec"]["template"]["spec"]["containers"][0].get("resources")
+            return (live["spec"]["minReplicas"], live["spec"]["maxReplicas"]) == (2, 4) and (
+                resources or {}
+            ).get("requests") == {"cpu": "500m", "memory": "1Gi"}
+
+        await until(restored, what="revision 1's workloads")
+
         # Terminate: the workloads go, the record stays.
         await rpc.call(dep.TERMINATE_DEPLOYMENT, dep.DeploymentRef(scope=SCOPE, name="iris"))
 

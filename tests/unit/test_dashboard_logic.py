@@ -119,3 +119,18 @@ def test_the_navigation_names_every_page_once_with_admin_pages_marked() -> None:
     hrefs = [s.href for s in ui.NAV]
     assert len(hrefs) == len(set(hrefs))
     assert {s.href for s in ui.NAV if s.admins_only} == {"/members", "/audit"}
+
+
+def test_the_feed_listens_for_every_event_type_of_the_contract() -> None:
+    from shared.events import EVENT_TYPES  # noqa: PLC0415
+
+    assert set(ui.ALL_EVENT_TYPES) == set(EVENT_TYPES)
+    assert "deployment.status_changed" in ui.ALL_EVENT_TYPES
+    assert {"bento.*", "build.*", "deployment.*", "model.*"} <= set(ui.EVENT_TYPES)
+
+
+def test_a_builds_duration_reads_in_minutes_and_seconds() -> None:
+    assert ui.duration("2026-12-02T06:00:00+00:00", "2026-12-02T06:01:05+00:00") == "1m 05s"
+    assert ui.duration("2026-12-02T06:00:00+00:00", "2026-12-02T06:00:09+00:00") == "9s"
+    assert ui.duration(None, None) == ""
+    assert ui.duration("not a time", None) == ""

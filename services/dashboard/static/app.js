@@ -2,7 +2,8 @@
 // reconnects on its own with Last-Event-ID), copy buttons and confirmations. No polling.
 "use strict";
 
-// Every event type the gateway publishes (EventSource needs a listener per `event:` name).
+// EventSource needs a listener per `event:` name: the page lists every type there is
+// (data-all-types, from the event contract), and these are the fallback.
 const EVENT_TYPES = [
   "bento.pushed", "bento.deleted", "model.pushed", "model.deleted",
   "build.requested", "build.started", "build.completed", "build.failed",
@@ -63,7 +64,7 @@ function renderEvent(event) {
   return item;
 }
 
-function subscribe(params, onEvent, onState) {
+function subscribe(params, onEvent, onState, allTypes) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) if (value) query.set(key, value);
   const source = new EventSource(`/live?${query}`);
@@ -72,7 +73,8 @@ function subscribe(params, onEvent, onState) {
     try { event = JSON.parse(message.data); } catch { return; }
     onEvent(event);
   };
-  for (const type of EVENT_TYPES) source.addEventListener(type, handle);
+  const names = allTypes ? allTypes.split(",").filter(Boolean) : EVENT_TYPES;
+  for (const type of names) source.addEventListener(type, handle);
   source.addEventListener("open", () => onState("live"));
   source.addEventListener("error", () => onState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
   return source;
@@ -99,6 +101,7 @@ function liveFeed(root) {
         : "Reconnecting to the event stream…";
       root.dataset.state = s;
     },
+    root.dataset.allTypes,
   );
 }
 
@@ -110,10 +113,41 @@ function liveNotice(root) {
     const what = describe(event);
     text.textContent = count === 1 ? `${event.type}: ${what.label}.` : `${count} changes since this page loaded (latest: ${event.type} ${what.label}).`;
     root.hidden = false;
-  }, () => {});
+  }, () => {}, root.dataset.allTypes);
+}
+
+// Tables whose rows change in place: a deployment's status, a build's progress.
+const BUILD_STATUS = {
+  "build.requested": "pending", "build.started": "building",
+  "build.completed": "succeeded", "build.failed": "failed",
+};
+
+function rowKey(event) {
+  const data = event.data || {};
+  if (data.deployment) return `${data.deployment.cluster}/${data.deployment.name}`;
+  return data.build_id || "";
+}
+
+function liveRows(table) {
+  subscribe({ types: table.dataset.types || "" }, (event) => {
+    const row = [...table.querySelectorAll("tr[data-key]")].find((r) => r.dataset.key === rowKey(event));
+    if (!row) return;
+    const cell = row.querySelector("[data-field=status]");
+    const status = event.type === "deployment.status_changed" ? event.data.status
+      : event.type === "deployment.terminated" ? "terminated" : BUILD_STATUS[event.type];
+    if (!cell || !status) return;
+    cell.textContent = status;
+    cell.className = `status ${status}`;
+    const replicas = event.data.desired_replicas ? ` (${event.data.ready_replicas}/${event.data.desired_replicas} ready)` : "";
+    if (replicas) cell.textContent += replicas;
+    row.classList.remove("fresh");
+    void row.offsetWidth;  // restart the highlight
+    row.classList.add("fresh");
+  }, () => {}, document.body.dataset.allTypes);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-live-rows]").forEach(liveRows);
   document.querySelectorAll("[data-live-feed]").forEach(liveFeed);
   document.querySelectorAll("[data-live-notice]").forEach(liveNotice);
   document.querySelectorAll("[data-copy]").forEach((button) => {

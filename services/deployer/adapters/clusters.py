@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -71,11 +71,13 @@ class ClusterDirectory:
         return _decode(entry.value)
 
     async def list(self) -> list[Cluster]:
-        kv = await self._bucket()
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return []
+        # The stream's subjects, in one request: KeyValue.keys() runs a consumer that
+        # reports "no keys" when it times out, which a loaded server makes it do.
+        await self._bucket()
+        stream = f"KV_{CLUSTER_BUCKET}"
+        info = await self._connection().jetstream().stream_info(stream, subjects_filter=">")
+        prefix = f"$KV.{CLUSTER_BUCKET}."
+        keys = [s.removeprefix(prefix) for s in (info.state.subjects or {}) if s.startswith(prefix)]
         found = await asyncio.gather(*(self.get(key) for key in keys))
         return sorted((c for c in found if c is not None), key=lambda c: c.name)
 

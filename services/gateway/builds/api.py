@@ -111,7 +111,10 @@ async def get_build(request: Request, principal: Reader, build_id: str) -> Build
     f"{BUILDS_PATH}/{{build_id}}/logs",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/plain": {}}, "description": "The log, line by line"},
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "The log, line by line",
+        },
         **error_responses(404),
     },
 )

@@ -22,7 +22,7 @@ from services.gateway.audit.service import audit
 from services.gateway.guard import GatewayRoute
 from services.gateway.identity import service as identity
 from services.gateway.identity.auth import CurrentPrincipal, Database, has_role
-from services.gateway.identity.models import Role
+from services.gateway.identity.models import FULL_ACCESS_SCOPE, Role
 from services.gateway.identity.schemas import UserSchema, user_schema
 from services.gateway.sessions import service as sessions
 from services.gateway.sessions.models import MAX_PASSWORD_LENGTH
@@ -140,6 +140,12 @@ async def set_password(
     """Set a password: your own (give `current_password` if you have one), or as an admin
     any member's. Every other session of that user ends."""
     own = name == principal.user.name
+    if FULL_ACCESS_SCOPE not in principal.scopes:
+        # A password signs in with full access: a narrower token must not mint one.
+        raise Forbidden(
+            f"API token {principal.token_name!r} may not set passwords: that needs the"
+            f" {FULL_ACCESS_SCOPE} scope (a password session has it)"
+        )
     if own:
         if await sessions.has_password(
             db, principal.user
