@@ -64,8 +64,9 @@ async def _list_page(
 
 async def _submit(page: Page, form: ui.DeployForm, existing: dict[str, Any] | None) -> Any:
     """The gateway's answer to the form, or ValueError/GatewayError with the message."""
-    entry = await _entry_service(page, form.bento) if form.bento else ""
-    body = form.body(entry)
+    body = form.body(None)  # every mistake but an unnamed service row, before any call
+    if form.needs_entry_service:
+        body = form.body(await _entry_service(page, form.bento))
     if existing is None:
         return await page.gateway.request(
             "POST", "/api/v2/deployments", json=body, params={"cluster": form.cluster}

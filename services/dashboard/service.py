@@ -446,11 +446,17 @@ class DeployForm:
             services=rows,
         )
 
+    @property
+    def needs_entry_service(self) -> bool:
+        """A row with settings but no service name: it is for the bento's entry service."""
+        return any(not row.name and not row.blank for row in self.services)
+
     def rows_with_blank(self) -> list[ServiceRow]:
         """The rows to draw: every service set, and one empty row to add another."""
         return [*(r for r in self.services if r.name or not r.blank), ServiceRow()]
 
-    def body(self, entry_service: str = "") -> dict[str, Any]:
+    def body(self, entry_service: str | None = "") -> dict[str, Any]:
+        """`entry_service` None: leave out the rows without a service name (a first check)."""
         name, sep, version = self.bento.partition(":")
         if not name.strip() or not sep or not version.strip():
             raise ValueError("Bento: write it as name:version (for example iris:latest)")
@@ -467,7 +473,9 @@ class DeployForm:
         for row in self.services:
             if row.blank:
                 continue
-            key = row.name or entry_service
+            if not row.name and entry_service is None:
+                continue  # checked again once the entry service is known
+            key = row.name or entry_service or ""
             if not key:
                 raise ValueError("Service: name the service these replicas and resources are for")
             low = _count(f"{key}: minimum replicas", row.min_replicas)

@@ -235,3 +235,10 @@ def test_the_edit_form_is_filled_from_the_latest_revision() -> None:
     assert [r.name for r in form.rows_with_blank()] == ["Iris", ""]
     # Sent back unchanged, it asks for the same configuration.
     assert form.body()["services"]["Iris"]["scaling"] == {"min_replicas": 2, "max_replicas": 4}
+
+
+def test_a_row_without_a_service_waits_for_the_entry_service_in_the_first_check() -> None:
+    form = ui.DeployForm.from_fields(Fields(bento="iris:1", service=[""], cpu=["1"]))
+    assert form.needs_entry_service
+    assert form.body(None)["services"] == {}
+    assert list(form.body("Iris")["services"]) == ["Iris"]
