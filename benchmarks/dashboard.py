@@ -1,4 +1,5 @@
-"""Dashboard benchmark: first paint of /bentos with 10,000 versions, event-to-screen latency.
+"""Dashboard benchmark: first paint of /bentos with 10,000 versions and of /deployments with
+200 deployments, event-to-screen latency.
 
 What it measures (one run, in Debian's Chromium driven by Playwright)
 ---------------------------------------------------------------------
@@ -14,6 +15,11 @@ pages read them through the API like any other.
   Beside it, in the same run: the raw cost of the data, `GET /api/v1/bentos?count=20`
   on the gateway with an API token (httpx), and the first paint of `/login`, a page that
   calls nothing. Target: p95 < 500 ms.
+- **First paint of /deployments**: `--deployments` deployments (200): one created through
+  the API (`POST /api/v2/deployments`, on a seeded bento), the rest copies of its row and
+  revision written into the deployer's tables (the same shortcut as the versions). The
+  page (20 a page, with the deploy form and the cluster list) is loaded like /bentos;
+  beside it, the raw `GET /api/v2/deployments?all=true&count=20`. Target: p95 < 500 ms.
 - **Event to screen**: `/events` is open and subscribed (EventSource -> the dashboard's
   /live -> the gateway's SSE). `--events` `model.pushed` events are published to
   JetStream, paced; a MutationObserver stamps each one's arrival in the feed
@@ -24,7 +30,7 @@ pages read them through the API like any other.
 Run
 ---
     .venv/bin/python benchmarks/dashboard.py                 # 10,000 versions, 200 events
-    .venv/bin/python benchmarks/dashboard.py --versions 2000 --events 50 --json
+    .venv/bin/python benchmarks/dashboard.py --versions 2000 --deployments 50 --events 50 --json
 
 A missed target is reported, not an error: the exit status is nonzero only when the
 benchmark itself fails.
@@ -106,6 +112,40 @@ async def seed(dsn: str, versions: int) -> None:
         )
     finally:
         await conn.close()
+
+
+async def seed_deployments(dsn: str, gateway: str, token: str, count: int) -> int:
+    """One deployment through the API, then `count - 1` copies of its rows in SQL."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        made = await client.post(
+            f"{gateway}/api/v2/deployments",
+            json={"bento": "bench-1:v1", "name": "bench-dep-0"},
+            headers={"X-YATAI-API-TOKEN": token},
+        )
+        made.raise_for_status()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET search_path TO deployer")
+        await conn.execute(
+            """WITH src AS (SELECT * FROM deployments WHERE name = 'bench-dep-0'),
+                    made AS (
+                      INSERT INTO deployments (organization, name, cluster, namespace,
+                                               created_by, status, labels, urls, created_at)
+                      SELECT src.organization, 'bench-dep-' || g, src.cluster, src.namespace,
+                             src.created_by, 'running', src.labels, src.urls,
+                             now() - make_interval(secs => g)
+                      FROM src, generate_series(1, $1) g
+                      RETURNING id)
+               INSERT INTO revisions (deployment_id, number, bento, config, spec, source,
+                                      created_by)
+               SELECT made.id, 1, r.bento, r.config, r.spec, r.source, r.created_by
+               FROM made, revisions r JOIN src ON r.deployment_id = src.id""",
+            count - 1,
+        )
+        total: int = await conn.fetchval("SELECT count(*) FROM deployments")
+    finally:
+        await conn.close()
+    return total
 
 
 async def sign_in(page: Page, base: str) -> None:
@@ -198,6 +238,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 listed.raise_for_status()
                 raw.append((time.perf_counter() - start) * 1000)
         report["api_list_ms"] = summary(raw[1:])
+        report["deployments_seeded"] = await seed_deployments(
+            str(state["postgres_dsn"]), gateway, token, args.deployments
+        )
+        async with httpx.AsyncClient() as client:
+            raw = []
+            for _ in range(args.loads):
+                start = time.perf_counter()
+                listed = await client.get(
+                    f"{gateway}/api/v2/deployments",
+                    params={"all": "true", "count": "20"},
+                    headers={"X-YATAI-API-TOKEN": token},
+                )
+                listed.raise_for_status()
+                raw.append((time.perf_counter() - start) * 1000)
+            report["deployments_listed"] = listed.json()["total"]
+        report["api_deployments_ms"] = summary(raw[1:])
 
         async with async_playwright() as driver:
             browser = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -210,6 +266,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             report["bentos_first_paint_ms"] = summary(paints[1:])
             report["bentos_first_byte_ms"] = summary(ttfb[1:])
+            ttfb = []
+            paints = [
+                await first_paint(page, f"{dashboard}/deployments", ttfb) for _ in range(args.loads)
+            ]
+            report["deployments_first_paint_ms"] = summary(paints[1:])
+            report["deployments_first_byte_ms"] = summary(ttfb[1:])
             login_context = await browser.new_context()
             login_page = await login_context.new_page()
             plain = [await first_paint(login_page, f"{dashboard}/login") for _ in range(args.loads)]
@@ -284,6 +346,9 @@ def show(report: dict[str, Any]) -> None:
         ("  of which the page's first byte (ms)", "bentos_first_byte_ms"),
         ("  raw: GET /api/v1/bentos?count=20 (ms)", "api_list_ms"),
         ("  raw: /login first contentful paint (ms)", "login_first_paint_ms"),
+        ("/deployments first contentful paint (ms)", "deployments_first_paint_ms"),
+        ("  of which the page's first byte (ms)", "deployments_first_byte_ms"),
+        ("  raw: GET /api/v2/deployments?count=20 (ms)", "api_deployments_ms"),
         ("event -> on screen in /events (ms)", "event_to_screen_ms"),
         ("  raw: event -> gateway SSE reader (ms)", "event_to_raw_sse_ms"),
     ]
@@ -299,6 +364,13 @@ def show(report: dict[str, Any]) -> None:
         f" {'met' if paint['p95'] < 500 else 'MISSED'});"
         f" {paint['p50'] / login['p50']:.2f}x the paint of a page that calls nothing"
     )
+    deploys = report["deployments_first_paint_ms"]
+    print(
+        f"/deployments ({report['deployments_listed']} deployments) p95 first paint"
+        f" {deploys['p95']:.0f} ms (target < 500 ms:"
+        f" {'met' if deploys['p95'] < 500 else 'MISSED'});"
+        f" {deploys['p50'] / login['p50']:.2f}x the paint of a page that calls nothing"
+    )
     if screen and floor:
         print(
             f"event to screen p99 {screen['p99']:.0f} ms (target < 1000 ms:"
@@ -312,6 +384,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--versions", type=int, default=10_000)
     parser.add_argument("--loads", type=int, default=21, help="page loads (first: warm-up)")
+    parser.add_argument("--deployments", type=int, default=200)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--json", action="store_true")

@@ -327,8 +327,11 @@ async def home(page: Signed) -> Response:
 @router.get("/deployments", response_class=HTMLResponse)
 async def deployments_page(page: Signed, search: str = "", page_number: int = 1) -> Response:
     number = max(1, page_number)
-    answer, problem = await _deployments(
-        page, search=search.strip(), start=(number - 1) * ui.PAGE_SIZE, count=ui.PAGE_SIZE
+    (answer, problem), clusters = await asyncio.gather(
+        _deployments(
+            page, search=search.strip(), start=(number - 1) * ui.PAGE_SIZE, count=ui.PAGE_SIZE
+        ),
+        clusters_of(page) if page.viewer.can_write else _no_clusters(),
     )
     return page.render(
         "deployments.html",
@@ -337,7 +340,26 @@ async def deployments_page(page: Signed, search: str = "", page_number: int = 1)
         search=search,
         paging=ui.Paging.of(answer, number),
         endpoint=settings_of(page.request).public_gateway_url,
+        form=ui.DeployForm(services=[]),
+        form_error="",
+        clusters=clusters,
     )
+
+
+async def _no_clusters() -> list[dict[str, Any]]:
+    return []
+
+
+async def clusters_of(page: Page) -> list[dict[str, Any]]:
+    """The announced clusters the deploy form offers (none when the API cannot say)."""
+    try:
+        answer = await page.gateway.get("/api/v1/clusters", count=100)
+    except GatewayError as exc:
+        if exc.status in (401, 403):
+            raise
+        return []
+    items: list[dict[str, Any]] = answer["items"]
+    return items
 
 
 @router.get("/builds", response_class=HTMLResponse)

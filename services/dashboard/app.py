@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from services.dashboard import api, health
+from services.dashboard import api, deployments, health
 from services.dashboard import service as ui
 from services.dashboard.settings import DashboardSettings
 from shared.service import bootstrap, create_http_app
@@ -53,7 +53,7 @@ def create_app(settings: DashboardSettings | None = None) -> FastAPI:
     app = create_http_app(
         settings,
         title="Ekiben dashboard",
-        routers=[health.router, api.router],
+        routers=[health.router, deployments.router, api.router],
         readiness={"gateway": gateway_answers},
         lifespan=lifespan,
         docs=False,

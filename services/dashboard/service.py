@@ -48,6 +48,7 @@ NAV = (
     Section("/models", "Models"),
     Section("/builds", "Builds"),
     Section("/deployments", "Deployments"),
+    Section("/clusters", "Clusters"),
     Section("/events", "Events"),
     Section("/tokens", "API tokens"),
     Section("/members", "Members", admins_only=True),
@@ -342,3 +343,159 @@ def when(value: str | None) -> str:
 
 def login_command(endpoint: str, token: str) -> str:
     return f"bentoml cloud login --endpoint {endpoint} --api-token {token}"
+
+
+# --- the deploy form -------------------------------------------------------------------
+
+
+@dataclass
+class ServiceRow:
+    """One service's scaling and resources, as the form's fields hold them (text)."""
+
+    name: str = ""
+    min_replicas: str = ""
+    max_replicas: str = ""
+    cpu: str = ""
+    memory: str = ""
+
+    @property
+    def blank(self) -> bool:
+        return not (self.min_replicas or self.max_replicas or self.cpu or self.memory)
+
+
+def _count(label: str, text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{label}: a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{label}: zero or more, got {value}")
+    return value
+
+
+@dataclass
+class DeployForm:
+    """The deploy form (create and edit) and the gateway body it becomes.
+
+    `body()` raises ValueError with a message naming the field, before the gateway is
+    called; what the gateway refuses comes back as its own message.
+    """
+
+    name: str = ""
+    cluster: str = ""
+    bento: str = ""
+    envs: str = ""
+    secrets: str = ""
+    access_authorization: bool = False
+    services: list[ServiceRow] = field(default_factory=list)
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> DeployForm:
+        """From a multi-dict of the posted form (`getlist` for the service rows)."""
+        columns = ("service", "min_replicas", "max_replicas", "cpu", "memory")
+        lists = [[str(v).strip() for v in fields.getlist(c)] for c in columns]
+        width = max((len(c) for c in lists), default=0)
+        rows = [
+            ServiceRow(*(col[i] if i < len(col) else "" for col in lists)) for i in range(width)
+        ]
+        return cls(
+            name=str(fields.get("name", "")).strip(),
+            cluster=str(fields.get("cluster", "")).strip(),
+            bento=str(fields.get("bento", "")).strip(),
+            envs=str(fields.get("envs", "")),
+            secrets=str(fields.get("secrets", "")),
+            access_authorization=bool(fields.get("access_authorization")),
+            services=rows,
+        )
+
+    @classmethod
+    def from_deployment(cls, deployment: dict[str, Any]) -> DeployForm:
+        """The form filled with what the deployment's latest revision runs."""
+        revision = deployment.get("latest_revision") or {}
+        target = (revision.get("targets") or [None])[0] or {}
+        config = target.get("config") or {}
+        bento = target.get("bento") or {}
+        rows = []
+        for key, svc in (config.get("services") or {}).items():
+            scaling = svc.get("scaling") or {}
+            requests = ((svc.get("config_overrides") or {}).get("resources") or {}).get(
+                "requests"
+            ) or {}
+            rows.append(
+                ServiceRow(
+                    name=key,
+                    min_replicas=str(scaling.get("min_replicas") or ""),
+                    max_replicas=str(scaling.get("max_replicas") or ""),
+                    cpu=str(requests.get("cpu") or ""),
+                    memory=str(requests.get("memory") or ""),
+                )
+            )
+        return cls(
+            name=deployment.get("name", ""),
+            cluster=(deployment.get("cluster") or {}).get("name", ""),
+            bento=(
+                f"{bento['repository']['name']}:{bento['version']}"
+                if bento.get("repository")
+                else ""
+            ),
+            envs="\n".join(f"{e['name']}={e['value']}" for e in config.get("envs") or []),
+            secrets=" ".join(config.get("secrets") or []),
+            access_authorization=bool(config.get("access_authorization")),
+            services=rows,
+        )
+
+    @property
+    def needs_entry_service(self) -> bool:
+        """A row with settings but no service name: it is for the bento's entry service."""
+        return any(not row.name and not row.blank for row in self.services)
+
+    def rows_with_blank(self) -> list[ServiceRow]:
+        """The rows to draw: every service set, and one empty row to add another."""
+        return [*(r for r in self.services if r.name or not r.blank), ServiceRow()]
+
+    def body(self, entry_service: str | None = "") -> dict[str, Any]:
+        """`entry_service` None: leave out the rows without a service name (a first check)."""
+        name, sep, version = self.bento.partition(":")
+        if not name.strip() or not sep or not version.strip():
+            raise ValueError("Bento: write it as name:version (for example iris:latest)")
+        envs = []
+        for raw in self.envs.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            key, eq, value = line.partition("=")
+            if not eq or not key.strip():
+                raise ValueError(f"Environment: {line!r}: write each variable as NAME=value")
+            envs.append({"name": key.strip(), "value": value})
+        services: dict[str, Any] = {}
+        for row in self.services:
+            if row.blank:
+                continue
+            if not row.name and entry_service is None:
+                continue  # checked again once the entry service is known
+            key = row.name or entry_service or ""
+            if not key:
+                raise ValueError("Service: name the service these replicas and resources are for")
+            low = _count(f"{key}: minimum replicas", row.min_replicas)
+            high = _count(f"{key}: maximum replicas", row.max_replicas)
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{key}: the minimum ({low}) is above the maximum ({high})")
+            entry: dict[str, Any] = {"scaling": {"min_replicas": low, "max_replicas": high}}
+            requests = {k: v for k, v in (("cpu", row.cpu), ("memory", row.memory)) if v}
+            if requests:
+                entry["config_overrides"] = {
+                    "resources": {"requests": requests, "limits": dict(requests)}
+                }
+            services[key] = entry
+        body: dict[str, Any] = {
+            "bento": f"{name.strip()}:{version.strip()}",
+            "access_authorization": self.access_authorization,
+            "envs": envs,
+            "secrets": [s for s in self.secrets.replace(",", " ").split() if s],
+            "services": services,
+        }
+        if self.name:
+            body["name"] = self.name
+        return body

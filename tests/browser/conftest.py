@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -25,7 +26,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
+from services.builder.adapters.containers import write_container_config
+from services.builder.adapters.skopeo import Skopeo
+from services.builder.settings import ContainersSettings
 from tests.fixtures.bentoml import CACHE, Client, bentoml_client
+from tests.fixtures.oci import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG, build_python_base
 from tests.fixtures.require import unavailable
 from tests.integration.test_up import Up
 
@@ -158,6 +163,18 @@ async def set_up_admin(page: Page, stack: DashStack) -> None:
     await page.get_by_label("Repeat it").fill(ADMIN_PASSWORD)
     await page.get_by_role("button", name="Set password").click()
     await page.wait_for_url("**/login?**")
+
+
+async def seed_base_image(stack: DashStack, scratch: Path) -> None:
+    """The Python base image into the stack's registry (its docker.io mirror), as
+    tests/e2e/test_deployments.py does: the real builder then builds pushed bentos."""
+    state = json.loads((stack.data_dir / "stack.json").read_text())
+    env = write_container_config(ContainersSettings(state_dir=scratch / "containers"))
+    await Skopeo(env).copy(
+        f"oci-archive:{build_python_base()}",
+        f"docker://{state['registry']}/{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}",
+        dest_tls_verify=False,
+    )
 
 
 def user_with_password(stack: DashStack, name: str, role: str, password: str) -> None:

@@ -23,6 +23,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.browser.conftest import (
     ADMIN_PASSWORD,
     DashStack,
+    seed_base_image,
     set_up_admin,
     sign_in,
     user_with_password,
@@ -87,6 +88,9 @@ async def pushed(
     client.run(home, "build", cwd=project)
     listed = json.loads(client.run(home, "list", "-o", "json").stdout)
     bento = str(max(listed, key=lambda b: b["creation_time"])["tag"])
+    # With the base image in the stack's registry, the real builder builds what is pushed:
+    # the deployment test deploys it.
+    await seed_base_image(stack, tmp_path_factory.mktemp("seed"))
     client.run(home, "push", bento)
     return {"bento": bento, "model": model, "home": str(home)}
 
@@ -276,6 +280,8 @@ async def test_a_guest_sees_no_write_buttons_and_the_api_refuses_writes_anyway(
     await expect(page.get_by_role("button", name="Save labels")).to_have_count(0)
     await expect(page.get_by_role("link", name="Delete…")).to_have_count(0)
     await page.screenshot(path=shots / "guest-bento.png", full_page=True)
+    await page.goto(f"{stack.dashboard}/deployments")
+    await expect(page.locator("form[data-deploy-form]")).to_have_count(0)
     await page.goto(f"{stack.dashboard}/tokens")
     await expect(page.get_by_role("button", name="Create token")).to_have_count(0)
     csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
@@ -353,6 +359,114 @@ async def test_an_event_shows_live_without_a_reload(
     await expect(page.locator("[data-live-notice]")).to_contain_text("live-model:v2")
 
 
+# --- deployments ---------------------------------------------------------------------
+
+
+def latest_scaling(stack: DashStack, name: str) -> dict[str, Any]:
+    found = stack.api("GET", f"/api/v2/deployments/{name}").json()
+    (target,) = found["latest_revision"]["targets"]
+    scaling = target["config"]["services"]["Florist"]["scaling"]
+    return {
+        "revision": found["latest_revision"]["number"],
+        "status": found["status"],
+        "min_replicas": scaling["min_replicas"],
+        "max_replicas": scaling["max_replicas"],
+    }
+
+
+async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_terminates(
+    admin_ready: DashStack, pushed: dict[str, str], page: Page, axe_source: str, shots: Path
+) -> None:
+    stack = admin_ready
+    await signed_in_as_admin(page, stack)
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.goto(f"{stack.dashboard}/deployments")
+    form = page.locator("form[data-deploy-form]")
+    await expect(form).to_be_visible()  # open: there is no deployment yet
+    # A mistake is named next to the form, with what was typed kept.
+    await form.get_by_label("Bento", exact=True).fill("florist")
+    await form.get_by_role("button", name="Deploy").click()
+    await expect(page.locator("#deploy-error")).to_contain_text("name:version")
+    await expect(form.get_by_label("Bento", exact=True)).to_have_value("florist")
+    # The gateway's own refusal too: a bento it does not have.
+    await form.get_by_label("Bento", exact=True).fill("no-such-bento:v1")
+    await form.get_by_role("button", name="Deploy").click()
+    await expect(page.locator("#deploy-error")).to_contain_text("no-such-bento")
+
+    await form.get_by_label("Bento", exact=True).fill(pushed["bento"])
+    await form.get_by_label("Name", exact=True).fill("florist-web")
+    await form.get_by_label("Min replicas 1").fill("1")
+    await form.get_by_label("Max replicas 1").fill("2")
+    await form.get_by_label("Memory 1").fill("256Mi")
+    await form.get_by_label("Environment").fill("MODE=browser")
+    await page.screenshot(path=shots / "deploy-form.png", full_page=True)
+    await form.get_by_role("button", name="Deploy").click()
+    await page.wait_for_url("**/deployments/*/florist-web?deployed=1")
+    await expect(page.locator("[data-live-feed]")).to_have_attribute("data-state", "live")
+    await page.evaluate("window.__notReloaded = true")
+    status = page.locator("[data-deployment-status]")
+    # The bento is built by the real builder, then deployed on the kwok nodes: the status
+    # changes on this page from the event stream alone.
+    await expect(status).to_contain_text("running", timeout=600_000)
+    assert await page.evaluate("window.__notReloaded") is True
+    feed = page.locator("[data-live-feed] li")
+    await expect(feed.filter(has_text="running").first).to_be_visible()
+    await expect(page.locator('li[data-type="deployment.requested"]')).to_have_count(1)
+    assert await feed.count() >= 3  # requested, then each status it went through
+    await page.screenshot(path=shots / "deployment-running.png", full_page=True)
+    assert latest_scaling(stack, "florist-web") == {
+        "revision": 1, "status": "running", "min_replicas": 1, "max_replicas": 2,
+    }  # fmt: skip
+    found = stack.api("GET", "/api/v2/deployments/florist-web").json()
+    cluster = found["cluster"]["name"]
+    assert {"name": "MODE", "value": "browser"} in found["latest_revision"]["targets"][0]["config"][
+        "envs"
+    ]
+    assert await scan(page, axe_source) == []
+
+    # Edit: a second revision from the form filled with the first.
+    await page.get_by_text("Edit the deployment").click()
+    edit = page.locator("form[data-deploy-form]")
+    await expect(edit.get_by_label("Max replicas 1")).to_have_value("2")
+    await edit.get_by_label("Max replicas 1").fill("3")
+    await edit.get_by_role("button", name="Deploy this revision").click()
+    await page.wait_for_url("**/deployments/*/florist-web?deployed=1")
+    await expect(page.get_by_role("cell", name="2 (current)")).to_be_visible()
+    assert latest_scaling(stack, "florist-web")["max_replicas"] == 3
+
+    # Roll back to revision 1: a third revision with the first one's configuration.
+    await page.get_by_role("button", name="Roll back to revision 1").click()
+    await expect(page.get_by_role("cell", name="3 (current)")).to_be_visible()
+    rolled = latest_scaling(stack, "florist-web")
+    assert (rolled["revision"], rolled["max_replicas"]) == (3, 2)
+    await page.screenshot(path=shots / "deployment-revisions.png", full_page=True)
+
+    await page.goto(f"{stack.dashboard}/clusters")
+    await expect(page.get_by_role("link", name="florist-web")).to_be_visible()
+    assert await scan(page, axe_source) == []
+    await page.screenshot(path=shots / "clusters.png", full_page=True)
+
+    # Terminate: the status on screen says so, and so does the API.
+    await page.goto(f"{stack.dashboard}/deployments/{cluster}/florist-web")
+    await page.get_by_role("button", name="Terminate").click()
+    await expect(page.locator("[data-deployment-status]")).to_contain_text(
+        "terminat", timeout=60_000
+    )
+    assert stack.api("GET", "/api/v2/deployments/florist-web").json()["status"] in (
+        "terminating", "terminated",
+    )  # fmt: skip
+
+    # Delete, after a confirmation page.
+    await page.get_by_role("link", name="Delete…").click()
+    await page.wait_for_url("**/florist-web/delete")
+    assert await scan(page, axe_source) == []
+    await page.get_by_role("button", name="Delete florist-web").click()
+    await page.wait_for_url("**/deployments?deleted=florist-web")
+    await expect(page.locator("p.notice", has_text="Deleted florist-web")).to_be_visible()
+    gone = stack.api("GET", "/api/v2/deployments/florist-web")
+    assert gone.status_code == 404 or gone.json()["status"] in ("deleting", "terminated"), gone.text
+
+
 # --- accessibility, screenshots ------------------------------------------------------
 
 PAGES = [
@@ -361,6 +475,7 @@ PAGES = [
     "/models",
     "/builds",
     "/deployments",
+    "/clusters",
     "/events",
     "/tokens",
     "/members",

@@ -134,3 +134,111 @@ def test_a_builds_duration_reads_in_minutes_and_seconds() -> None:
     assert ui.duration("2026-12-02T06:00:00+00:00", "2026-12-02T06:00:09+00:00") == "9s"
     assert ui.duration(None, None) == ""
     assert ui.duration("not a time", None) == ""
+
+
+# --- the deploy form -------------------------------------------------------------------
+
+
+class Fields(dict[str, object]):
+    """A posted form: `getlist` for repeated fields, as Starlette's FormData."""
+
+    def getlist(self, key: str) -> list[object]:
+        value = self.get(key, [])
+        return value if isinstance(value, list) else [value]
+
+
+def test_the_deploy_form_becomes_the_clients_body_with_per_service_scaling_and_resources() -> None:
+    form = ui.DeployForm.from_fields(
+        Fields(
+            bento=" iris:abc ",
+            name="iris",
+            cluster="default",
+            envs="A=1\n\nB=x=y",
+            secrets="s1, s2",
+            access_authorization="1",
+            service=["", "worker", ""],
+            min_replicas=["1", "0", ""],
+            max_replicas=["3", "", ""],
+            cpu=["500m", "", ""],
+            memory=["", "1Gi", ""],
+        )
+    )
+    body = form.body(entry_service="Iris")
+    assert body["bento"] == "iris:abc"
+    assert body["name"] == "iris"
+    assert body["envs"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}]
+    assert body["secrets"] == ["s1", "s2"]
+    assert body["access_authorization"] is True
+    assert body["services"] == {
+        "Iris": {
+            "scaling": {"min_replicas": 1, "max_replicas": 3},
+            "config_overrides": {
+                "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "500m"}}
+            },
+        },
+        "worker": {
+            "scaling": {"min_replicas": 0, "max_replicas": None},
+            "config_overrides": {
+                "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"bento": "iris"}, "name:version"),
+        ({"bento": "iris:1", "envs": "NOEQUALS"}, "NAME=value"),
+        ({"bento": "iris:1", "service": ["a"], "min_replicas": ["x"]}, "whole number"),
+        ({"bento": "iris:1", "service": ["a"], "min_replicas": ["-1"]}, "zero or more"),
+        ({"bento": "iris:1", "service": ["a"], "min_replicas": ["3"], "max_replicas": ["2"]},
+         "above the maximum"),
+        ({"bento": "iris:1", "service": [""], "cpu": ["1"]}, "name the service"),
+    ],
+)  # fmt: skip
+def test_the_deploy_form_names_the_field_it_refuses(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ui.DeployForm.from_fields(Fields(fields)).body()
+
+
+def test_the_edit_form_is_filled_from_the_latest_revision() -> None:
+    deployment = {
+        "name": "iris",
+        "cluster": {"name": "default"},
+        "latest_revision": {
+            "targets": [
+                {
+                    "bento": {"repository": {"name": "iris"}, "version": "v2"},
+                    "config": {
+                        "envs": [{"name": "A", "value": "1"}],
+                        "secrets": ["s"],
+                        "access_authorization": True,
+                        "services": {
+                            "Iris": {
+                                "scaling": {"min_replicas": 2, "max_replicas": 4},
+                                "config_overrides": {"resources": {"requests": {"cpu": "1"}}},
+                            }
+                        },
+                    },
+                }
+            ]
+        },
+    }
+    form = ui.DeployForm.from_deployment(deployment)
+    assert (form.bento, form.envs, form.secrets, form.access_authorization) == (
+        "iris:v2", "A=1", "s", True,
+    )  # fmt: skip
+    assert form.services == [ui.ServiceRow("Iris", "2", "4", "1", "")]
+    assert [r.name for r in form.rows_with_blank()] == ["Iris", ""]
+    # Sent back unchanged, it asks for the same configuration.
+    assert form.body()["services"]["Iris"]["scaling"] == {"min_replicas": 2, "max_replicas": 4}
+
+
+def test_a_row_without_a_service_waits_for_the_entry_service_in_the_first_check() -> None:
+    form = ui.DeployForm.from_fields(Fields(bento="iris:1", service=[""], cpu=["1"]))
+    assert form.needs_entry_service
+    assert form.body(None)["services"] == {}
+    assert list(form.body("Iris")["services"]) == ["Iris"]

@@ -58,7 +58,12 @@ class Gateway:
             raise GatewayError(503, "unavailable", f"the gateway cannot be reached: {exc}") from exc
         if response.status_code >= 400:
             raise _error(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise GatewayError(
+                502, "unavailable", f"{path}: the gateway's answer is not JSON"
+            ) from None
 
     async def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v not in (None, "")}

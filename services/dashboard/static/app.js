@@ -163,6 +163,15 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   });
+  // A deploy takes a moment at the gateway (the bento is looked up, the revision written):
+  // say so, and keep a second click from sending it twice.
+  document.querySelectorAll("form[data-deploy-form]").forEach((form) => {
+    form.addEventListener("submit", () => {
+      const progress = form.querySelector("[data-progress]");
+      if (progress) progress.hidden = false;
+      form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; });
+    });
+  });
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
     form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
   });
