@@ -42,6 +42,7 @@ from shared.kube import (
     owned_by,
 )
 from shared.kube.kinds import BENTO, BENTO_REQUEST
+from shared.kube.objects import api_message
 from shared.kube.watch import ObjectKey
 from shared.logging import get_logger
 from shared.tasks import stop_tasks
@@ -209,6 +210,15 @@ class BuilderController:
             else:
                 await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
         except ApiException as exc:
+            if exc.status in (400, 422):
+                # Refused for what it says, not for when: another try would be refused too.
+                await self.service.failed(
+                    build,
+                    reason="InvalidBentoRequest",
+                    message=f"the API server refused BentoRequest {key[0]}/{key[1]}: "
+                    + api_message(exc),
+                )
+                return
             raise Unavailable(f"cannot write BentoRequest {key[0]}/{key[1]}: {exc.status}") from exc
         if self.controller is not None and self.elector is not None and self.elector.is_leader:
             self.controller.enqueue(key)

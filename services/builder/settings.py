@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.contracts.deployer import ClusterName
 from shared.settings import BackendSettings, HttpSettings, KubeSettings
 
 DEFAULT_STATE_DIR = Path.home() / ".local" / "share" / "ekiben" / "builder"
@@ -212,7 +213,7 @@ class BuilderSettings(BackendSettings):
     # (`on-deploy`, i.e. on `build.requested`), or nothing (`never`: manual builds only).
     policy: Literal["on-push", "on-deploy", "never"] = "on-push"
     # The cluster this builder serves: a `build.requested` naming another one is not ours.
-    cluster_name: str = Field(default="default", min_length=1, max_length=63)
+    cluster_name: ClusterName = "default"
     # Whether this process runs the operator (off, without a cluster: builds are recorded
     # and wait as `pending` until a builder with a cluster runs).
     controller_enabled: bool = True

@@ -19,7 +19,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.contracts.deployer import InstanceType
+from shared.contracts.deployer import ClusterName, InstanceType
 from shared.settings import BackendSettings, HttpSettings, KubeSettings
 
 
@@ -74,7 +74,7 @@ class DeployerSettings(BackendSettings):
     kube: DeployerKubeSettings = DeployerKubeSettings()
     # Whether this process runs the controller (off: only commands and the API side).
     controller_enabled: bool = True
-    cluster_name: str = Field(default="default", min_length=1, max_length=63)
+    cluster_name: ClusterName = "default"
     cluster_description: str = ""
     namespace: str | None = None
     image_pull_secret: str | None = None

@@ -38,6 +38,9 @@ CLUSTER_BUCKET = "ekiben-clusters"
 # names of its children (the CRD allows 40).
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_DEPLOYMENT_NAME = 40
+# A cluster's name is the key it is announced under, and a label value: a DNS label.
+CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_CLUSTER_NAME = 63
 # What Kubernetes accepts as an environment variable name (corev1.EnvVar, the CRD's pattern).
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # Organization secrets become Kubernetes Secrets: their names are DNS subdomains.
@@ -56,6 +59,16 @@ def _deployment_name(value: str) -> str:
         raise ValueError(
             f"{value!r} is not a valid deployment name: lowercase letters, digits and '-',"
             f" starting and ending with a letter or digit, at most {MAX_DEPLOYMENT_NAME}"
+            " characters"
+        )
+    return value
+
+
+def _cluster_name(value: str) -> str:
+    if len(value) > MAX_CLUSTER_NAME or not CLUSTER_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid cluster name: lowercase letters, digits and '-',"
+            f" starting and ending with a letter or digit, at most {MAX_CLUSTER_NAME}"
             " characters"
         )
     return value
@@ -80,6 +93,7 @@ def _secret_name(value: str) -> str:
 
 
 DeploymentName = Annotated[str, AfterValidator(_deployment_name)]
+ClusterName = Annotated[str, AfterValidator(_cluster_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]
 
@@ -234,7 +248,7 @@ class OrgSecret(_Model):
 
 class CreateDeployment(_Command):
     scope: Scope
-    cluster: str | None = None  # None: the one cluster, or the one named "default"
+    cluster: ClusterName | None = None  # None: the one cluster, or the one named "default"
     name: DeploymentName | None = None  # None: the deployer picks one from the bento's name
     bento: BentoTarget
     config: DeploymentConfig = Field(default_factory=DeploymentConfig)
@@ -242,7 +256,7 @@ class CreateDeployment(_Command):
 
 class UpdateDeployment(_Command):
     scope: Scope
-    cluster: str | None = None
+    cluster: ClusterName | None = None
     name: str
     bento: BentoTarget
     config: DeploymentConfig = Field(default_factory=DeploymentConfig)
@@ -250,7 +264,7 @@ class UpdateDeployment(_Command):
 
 class DeploymentRef(_Command):
     scope: Scope
-    cluster: str | None = None
+    cluster: ClusterName | None = None
     name: str = Field(min_length=1, max_length=253)
 
 
@@ -260,7 +274,7 @@ class Rollback(DeploymentRef):
 
 class ListDeployments(_Command):
     scope: Scope
-    cluster: str | None = None
+    cluster: ClusterName | None = None
     labels: list[Label] = Field(default_factory=list)
     search: str | None = Field(default=None, max_length=255)
     statuses: list[DeploymentStatus] = Field(default_factory=list)
@@ -279,7 +293,7 @@ class ListClusters(_Command):
 
 class ClusterRef(_Command):
     scope: Scope
-    cluster: str | None = None
+    cluster: ClusterName | None = None
 
 
 class InstanceTypes(_Model):

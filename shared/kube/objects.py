@@ -63,6 +63,15 @@ def is_status(exc: BaseException, *statuses: int) -> bool:
     return isinstance(exc, ApiException) and exc.status in statuses
 
 
+def api_message(exc: ApiException) -> str:
+    """The API server's own words for a refusal (its Status message), else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (TypeError, ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or exc.status)
+
+
 class Objects:
     """Object access for one controller; `field_manager` names it in `managedFields`."""
 
