@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kubernetes_asyncio import client
+
 from services.deployer.adapters.clusters import ClusterDirectory
+from services.deployer.adapters.kube_events import DeploymentEvents
 from services.deployer.service import DeployerService
 from shared.contracts import deployer as dep
 from shared.db import Pool
+from shared.errors import Unavailable
+from shared.kube.objects import Objects
 from shared.service import BackendRuntime
 
 
@@ -40,3 +45,24 @@ def register(runtime: BackendRuntime, clusters: ClusterDirectory) -> DeployerSer
     if missing:
         raise RuntimeError(f"deployer commands without a handler: {sorted(map(str, missing))}")
     return service
+
+
+def register_cluster(
+    runtime: BackendRuntime,
+    cluster: str,
+    service: DeployerService,
+    api_client: Callable[[], client.ApiClient | None],
+) -> None:
+    """Answer the commands only this cluster's deployers can: its Kubernetes Events."""
+
+    async def events(req: dep.ListDeploymentEvents) -> dep.KubeEvents:
+        found = await service.get_deployment(
+            dep.DeploymentRef(scope=req.scope, cluster=req.cluster, name=req.name)
+        )
+        api = api_client()
+        if api is None:
+            raise Unavailable("the deployer's Kubernetes client is not started yet")
+        reader = DeploymentEvents(Objects(api, field_manager="ekiben-deployer-reader"))
+        return dep.KubeEvents(items=await reader.list(found.namespace, found.name, req.limit))
+
+    runtime.responders.add(dep.deployment_events_command(cluster), events)

@@ -137,6 +137,7 @@ def create_runtime(settings: DeployerSettings) -> Deployer:
         runtime.resource(kube)
         runtime.readiness["kubernetes"] = kube.ready
         handlers.register(runtime, settings.cluster_name, service, lambda: kube.controller)
+        api.register_cluster(runtime, settings.cluster_name, service, lambda: kube.api)
     return Deployer(
         runtime=runtime, service=service, clusters=clusters, heartbeat=heartbeat, kube=kube
     )

@@ -190,6 +190,9 @@ class DeployerService:
             row = await self._locked(conn, org, req.name, req.cluster)
             cluster = await self._cluster(row.cluster)
             config = self._with_defaults(req.bento, req.config)
+            if config.ingress is None:  # a client that knows no ingress keeps the one set
+                previous = row.revision.contract().config.ingress
+                config = config.model_copy(update={"ingress": previous})
             types = await self._validate(conn, org, cluster, req.bento, config)
             spec = spec_from_config(org, req.bento, config, types)
             row = await self._new_revision(conn, row, req.bento, config, spec, "api", actor)

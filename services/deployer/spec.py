@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.contracts import deployer as dep
 from shared.contracts.builder import bento_resource_name
 
@@ -59,6 +61,31 @@ def _envs(envs: list[dep.EnvVar]) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in by_name.items()]
 
 
+def _ingress(ingress: dep.IngressConfig | None) -> dict[str, Any]:
+    if ingress is None:
+        return {"enabled": True}
+    out: dict[str, Any] = {"enabled": ingress.enabled}
+    if ingress.host:
+        out["host"] = ingress.host
+    if ingress.tls_secret_name:
+        out["tls"] = {"secretName": ingress.tls_secret_name}
+    return out
+
+
+def ingress_from_spec(spec: dict[str, Any]) -> dep.IngressConfig:
+    """`spec.ingress` in the API's words (the CRD's default: no Ingress)."""
+    ingress = spec.get("ingress") or {}
+    enabled = bool(ingress.get("enabled", False))
+    try:
+        return dep.IngressConfig(
+            enabled=enabled,
+            host=ingress.get("host") or None,
+            tls_secret_name=(ingress.get("tls") or {}).get("secretName") or None,
+        )
+    except ValidationError:  # a TLS Secret name the CRD lets through but the API would not
+        return dep.IngressConfig(enabled=enabled)
+
+
 def spec_from_config(  # noqa: PLR0912 - one branch per optional spec field
     organization: str,
     bento: dep.BentoTarget,
@@ -68,7 +95,7 @@ def spec_from_config(  # noqa: PLR0912 - one branch per optional spec field
     """The BentoDeployment spec of a revision (validated input: see the service)."""
     spec: dict[str, Any] = {
         "bento": bento_resource_name(organization, bento.name, bento.version),
-        "ingress": {"enabled": True},
+        "ingress": _ingress(config.ingress),
     }
     if bento.entry_service and (not bento.services or bento.entry_service in bento.services):
         spec["entryService"] = bento.entry_service
@@ -139,4 +166,5 @@ def config_from_spec(spec: dict[str, Any]) -> dep.DeploymentConfig:
         labels=[{"key": k, "value": v} for k, v in (spec.get("labels") or {}).items()],
         secrets=secrets,
         services=services,
+        ingress=ingress_from_spec(spec),
     )

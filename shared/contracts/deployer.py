@@ -22,7 +22,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.command import Command
 from shared.contracts.registry import Label, Page, Scope, TagPart
@@ -46,6 +46,12 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # Organization secrets become Kubernetes Secrets: their names are DNS subdomains.
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_SECRET_NAME = 40
+# An Ingress host, as the CRD's `spec.ingress.host` accepts it (a wildcard first label too),
+# and a TLS Secret's name (a DNS subdomain): checked here so a bad one is a 422, not a
+# BentoDeployment the API server refuses later.
+INGRESS_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_DNS_NAME = 253
 
 # Labels on every BentoDeployment the API writes and on every child the deployer renders.
 ORGANIZATION_LABEL = "ekiben.dev/organization"
@@ -92,10 +98,30 @@ def _secret_name(value: str) -> str:
     return value
 
 
+def _ingress_host(value: str) -> str:
+    if len(value) > MAX_DNS_NAME or not INGRESS_HOST.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a valid ingress host: lowercase DNS labels separated by"
+            " dots (for example iris.example.com, or *.example.com)"
+        )
+    return value
+
+
+def _tls_secret_name(value: str) -> str:
+    if len(value) > MAX_DNS_NAME or not DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a valid TLS secret name: a Kubernetes Secret's name,"
+            " lowercase letters, digits, '-' and '.'"
+        )
+    return value
+
+
 DeploymentName = Annotated[str, AfterValidator(_deployment_name)]
 ClusterName = Annotated[str, AfterValidator(_cluster_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]
+IngressHost = Annotated[str, AfterValidator(_ingress_host)]
+TlsSecretName = Annotated[str, AfterValidator(_tls_secret_name)]
 
 
 class _Model(BaseModel):
@@ -134,6 +160,24 @@ class ServiceConfig(_Model):
     config_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class IngressConfig(_Model):
+    """The entry service's Ingress (the BentoDeployment's `spec.ingress`), beyond the client.
+
+    `host` None: the deployer's `<name>-<namespace>.<domain suffix>`; `tls_secret_name`
+    None: the deployer's default TLS Secret, if it has one.
+    """
+
+    enabled: bool = True
+    host: IngressHost | None = None
+    tls_secret_name: TlsSecretName | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_ingress(self) -> IngressConfig:
+        if self.tls_secret_name and not self.enabled:
+            raise ValueError("ingress: a TLS secret needs the ingress enabled")
+        return self
+
+
 class DeploymentConfig(_Model):
     """What the client's `config` holds (`targets[0].config` in its answers)."""
 
@@ -142,6 +186,9 @@ class DeploymentConfig(_Model):
     labels: list[Label] = Field(default_factory=list, max_length=64)
     secrets: list[SecretName] = Field(default_factory=list, max_length=64)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    # None: the deployer's default Ingress on a create; on an update (the bentoml client
+    # knows no ingress), what the previous revision had.
+    ingress: IngressConfig | None = None
 
 
 class BentoTarget(_Model):
@@ -296,6 +343,37 @@ class ClusterRef(_Command):
     cluster: ClusterName | None = None
 
 
+class ListDeploymentEvents(_Command):
+    """The Kubernetes Events of a deployment's BentoDeployment and of what it made.
+
+    Sent to `deployment_events_command(cluster)`: only a deployer of that cluster can read
+    its API server, so unlike the other commands this one has a subject per cluster.
+    """
+
+    scope: Scope
+    cluster: ClusterName
+    name: str = Field(min_length=1, max_length=253)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class KubeEvent(_Model):
+    """One core/v1 Event, as `kubectl describe` shows it."""
+
+    type: str = Field(description="Normal or Warning")
+    reason: str
+    message: str
+    count: int = Field(ge=1)
+    first_seen: datetime | None
+    last_seen: datetime | None
+    object_kind: str
+    object_name: str
+    source: str = Field(description="The controller or component that reported it")
+
+
+class KubeEvents(_Model):
+    items: list[KubeEvent]
+
+
 class InstanceTypes(_Model):
     cluster: str
     items: list[InstanceType]
@@ -350,6 +428,14 @@ UPDATE_SECRET = Command(SERVICE, "secret.update", UpdateSecret, OrgSecret)
 GET_SECRET = Command(SERVICE, "secret.get", SecretRef, OrgSecret)
 LIST_SECRETS = Command(SERVICE, "secret.list", ListSecrets, Page[OrgSecret])
 DELETE_SECRET = Command(SERVICE, "secret.delete", SecretRef, OrgSecret)
+
+
+
+def deployment_events_command(cluster: str) -> Command[ListDeploymentEvents, KubeEvents]:
+    """`event.list.<cluster>`: answered by that cluster's deployers only (not in COMMANDS,
+    which every deployer answers)."""
+    return Command(SERVICE, f"event.list.{_cluster_name(cluster)}", ListDeploymentEvents, KubeEvents)
+
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     CREATE_DEPLOYMENT,

@@ -65,6 +65,9 @@ HORIZONTAL_POD_AUTOSCALER = Kind(
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 EVENT = Kind("events.k8s.io/v1", "Event", "events")
+# The same Events through the core API, whose shape (`count`, `lastTimestamp`,
+# `involvedObject`) covers the old writers and the new: what readers list.
+CORE_EVENT = Kind("v1", "Event", "events")
 
 # Ekiben's own (deploy/crds).
 BENTO_REQUEST = Kind("resources.ekiben.dev/v1alpha1", "BentoRequest", "bentorequests")

@@ -385,6 +385,7 @@ def test_the_deployer_may_run_workloads_and_nothing_else(admin: Api, installed: 
         ("watch", "pods", "", ""),
         ("create", "secrets", "", ""),
         ("create", "events", "events.k8s.io", ""),
+        ("list", "events", "", ""),  # a deployment page's Kubernetes events
     ]:
         assert may(deployer, verb, resource, group=group, namespace=ns, subresource=sub), (
             f"the deployer cannot {verb} {resource}/{sub}"
@@ -397,6 +398,9 @@ def test_the_deployer_may_run_workloads_and_nothing_else(admin: Api, installed: 
         ("create", "bentos", "resources.ekiben.dev", ns),
         ("create", "bentorequests", "resources.ekiben.dev", ns),
         ("delete", "pods", "", ns),
+        ("watch", "events", "", ns),
+        ("delete", "events", "", ns),
+        ("list", "events", "", "kube-system"),
         ("create", "deployments", "apps", "kube-system"),
         ("create", "clusterroles", "rbac.authorization.k8s.io", None),
     ]:
