@@ -400,6 +400,37 @@ async def rebuild(
     return RedirectResponse(f"/builds?bento={quote(bento)}", status_code=303)
 
 
+@router.get("/builds/{build_id}", response_class=HTMLResponse)
+async def build_page(page: Signed, build_id: str) -> Response:
+    """One build: its status (live from the event stream) and its log, which the page's
+    script reads from `/builds/{id}/log` and appends to as lines arrive."""
+    build = await page.gateway.get(f"/api/ekiben/v1/builds/{quote(build_id, safe='')}")
+    name, _, version = build["bento"].partition(":")
+    return page.render("build.html", b=build, bento_name=name, bento_version=version)
+
+
+@router.get("/builds/{build_id}/log")
+async def build_log(request: Request, build_id: str, follow: bool = True) -> Response:
+    """The gateway's build log, relayed as it streams: plain text, so the page (or a
+    reader opening the link) shows the lines as text, never as markup."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return _plain(401, "Sign in to read this log.")
+    try:
+        upstream = await gateway_for(request, secret).build_log(build_id, follow=follow)
+    except GatewayError as exc:
+        return _plain(exc.status, exc.message)
+    return StreamingResponse(
+        relay(upstream),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _plain(status: int, message: str) -> Response:
+    return Response(message + "\n", status_code=status, media_type="text/plain; charset=utf-8")
+
+
 @router.get("/events", response_class=HTMLResponse)
 async def events_page(page: Signed, type: str = "", subject: str = "") -> Response:
     return page.render("events.html", types=ui.EVENT_TYPES, chosen_type=type, subject=subject)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -94,14 +95,29 @@ class Gateway:
 
     async def events(self, params: dict[str, str], last_event_id: str | None) -> httpx.Response:
         """The open SSE response (the caller streams and closes it); errors raised."""
-        headers = self._headers({"Accept": "text/event-stream"})
+        headers = {"Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
+        return await self.stream("/api/ekiben/v1/events", params, headers)
+
+    async def build_log(self, build_id: str, *, follow: bool = True) -> httpx.Response:
+        """The open text/plain log of a build, streamed while it runs; errors raised."""
+        return await self.stream(
+            f"/api/ekiben/v1/builds/{quote(build_id, safe='')}/logs",
+            {"follow": "true" if follow else "false"},
+            {"Accept": "text/plain"},
+        )
+
+    async def stream(
+        self, path: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """An open streamed answer (the caller reads and closes it), for answers that last
+        as long as what they follow; an error answer is read, closed and raised."""
         request = self.http.build_request(
             "GET",
-            f"{self.base_url}/api/ekiben/v1/events",
+            f"{self.base_url}{path}",
             params={k: v for k, v in params.items() if v},
-            headers=headers,
+            headers=self._headers(headers),
             timeout=httpx.Timeout(10.0, read=None),
         )
         try:

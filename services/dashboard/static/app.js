@@ -146,7 +146,59 @@ function liveRows(table) {
   }, () => {}, document.body.dataset.allTypes);
 }
 
+// A build's log: one streamed fetch of /builds/<id>/log (the gateway's log, relayed), which
+// sends the lines so far and then each new one until the build ends. Text nodes only: a
+// log line is shown as written, never parsed as markup.
+async function followLog(root) {
+  const out = root.querySelector("code") || root;
+  const state = document.querySelector("[data-log-state]");
+  const say = (text, s) => {
+    if (state) state.textContent = text;
+    root.dataset.state = s;
+  };
+  let lines = 0;
+  const append = (text) => {
+    if (!text) return;
+    const atEnd = root.scrollHeight - root.scrollTop - root.clientHeight < 24;
+    out.append(document.createTextNode(text));
+    lines += text.split("\n").length - 1;
+    root.dataset.lines = String(lines);
+    if (atEnd) root.scrollTop = root.scrollHeight;
+  };
+  say("Reading the log…", "loading");
+  let response;
+  try {
+    response = await fetch(root.dataset.src, { headers: { Accept: "text/plain" }, credentials: "same-origin" });
+  } catch {
+    say("The log cannot be read (the dashboard is unreachable): reload the page to try again.", "failed");
+    return;
+  }
+  if (!response.ok) {
+    const reason = (await response.text().catch(() => "")).trim();
+    say(`The log cannot be read: ${reason || response.status}`, "failed");
+    return;
+  }
+  say("Following: new lines appear here as the build writes them.", "following");
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch {
+      append(decoder.decode());
+      say("The log stream broke off: reload the page to follow again.", "broken");
+      return;
+    }
+    if (chunk.done) break;
+    append(decoder.decode(chunk.value, { stream: true }));
+  }
+  append(decoder.decode());
+  say(lines ? `The build has ended: all ${lines} lines are shown.` : "The build has ended and wrote no log lines.", "ended");
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-build-log]").forEach(followLog);
   document.querySelectorAll("[data-live-rows]").forEach(liveRows);
   document.querySelectorAll("[data-live-feed]").forEach(liveFeed);
   document.querySelectorAll("[data-live-notice]").forEach(liveNotice);

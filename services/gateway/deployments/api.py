@@ -30,6 +30,7 @@ from services.gateway.deployments.schemas import (
     CreateSecretBody,
     DeploymentFullSchema,
     InstanceTypeSchema,
+    KubeEventListSchema,
     RevisionListSchema,
     RollbackBody,
     SecretSchema,
@@ -292,6 +293,31 @@ async def list_revisions(
     found = await _rpc(request).call(dep.GET_DEPLOYMENT, dep.DeploymentRef(**ref.model_dump()))
     revisions = await _rpc(request).call(dep.LIST_REVISIONS, ref)
     return RevisionListSchema(items=[svc.revision_schema(found, r, None) for r in revisions.items])
+
+
+@deployments.get(
+    "/api/ekiben/v1/deployments/{name}/events",
+    response_model=KubeEventListSchema,
+    responses=error_responses(503),
+)
+async def list_kube_events(
+    request: Request,
+    principal: Reader,
+    name: DeploymentName,
+    cluster: ClusterParam = "",
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+) -> KubeEventListSchema:
+    """The Kubernetes Events of the deployment's BentoDeployment and of the objects it made
+    (Deployments, Pods, Services, autoscalers, Ingresses), the most recently seen first.
+    Only a deployer of the deployment's cluster can read them: 503 when none answers."""
+    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
+    found = await _rpc(request).call(dep.GET_DEPLOYMENT, ref)
+    command = _command(
+        dep.ListDeploymentEvents, scope=_scope(principal), cluster=found.cluster, name=name,
+        limit=limit,
+    )  # fmt: skip
+    listed = await _rpc(request).call(dep.deployment_events_command(found.cluster), command)
+    return KubeEventListSchema(items=[svc.kube_event_schema(e) for e in listed.items])
 
 
 # --- clusters and instance types -----------------------------------------------------------

@@ -60,6 +60,16 @@ class ServiceConfigSchema(BaseModel):
     config_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class IngressSchema(BaseModel):
+    """Beyond the client: the entry service's Ingress."""
+
+    enabled: bool = True
+    host: str | None = Field(default=None, description="None: the deployer's default host")
+    tls_secret_name: str | None = Field(
+        default=None, description="A Secret in the deployment's namespace; None: the default"
+    )
+
+
 class DeploymentConfigSchema(BaseModel):
     access_authorization: bool = False
     envs: list[EnvItemSchema] | None = None
@@ -67,6 +77,8 @@ class DeploymentConfigSchema(BaseModel):
     secrets: list[str] | None = None
     services: dict[str, ServiceConfigSchema] = Field(default_factory=dict)
     canary: dict[str, Any] | None = None
+    # Beyond the client (None: the deployer's default Ingress).
+    ingress: IngressSchema | None = None
 
 
 class DeploymentTargetSchema(ResourceSchema):
@@ -112,6 +124,24 @@ class DeploymentFullSchema(DeploymentSchema):
 
 class RevisionListSchema(BaseModel):
     items: list[DeploymentRevisionSchema]
+
+
+class KubeEventSchema(BaseModel):
+    """A Kubernetes Event about the deployment's BentoDeployment or one of its objects."""
+
+    type: str = Field(description="Normal or Warning")
+    reason: str
+    message: str
+    count: int
+    first_seen: AwareDatetime | None
+    last_seen: AwareDatetime | None
+    object_kind: str = Field(description="BentoDeployment, Deployment, Pod, ...")
+    object_name: str
+    source: str = Field(description="The controller or component that reported it")
+
+
+class KubeEventListSchema(BaseModel):
+    items: list[KubeEventSchema] = Field(description="The most recently seen first")
 
 
 class ResourceItemSchema(BaseModel):
@@ -201,8 +231,15 @@ class ServiceBody(_Body):
     config_overrides: dict[str, Any] | None = None
 
 
+class IngressBody(_Body):
+    enabled: bool = True
+    host: str | None = Field(default=None, max_length=253)
+    tls_secret_name: str | None = Field(default=None, max_length=253)
+
+
 class UpdateDeploymentBody(_Body):
-    """The client's UpdateDeploymentSchema: every key is sent, nulls included."""
+    """The client's UpdateDeploymentSchema: every key is sent, nulls included (`ingress`,
+    which the client does not know, left out: an update keeps the one set)."""
 
     bento: str = Field(min_length=1, max_length=200)
     access_authorization: bool | None = False
@@ -211,6 +248,7 @@ class UpdateDeploymentBody(_Body):
     secrets: list[str] | None = None
     services: dict[str, ServiceBody] | None = None
     canary: dict[str, Any] | None = None
+    ingress: IngressBody | None = None
 
 
 class CreateDeploymentBody(UpdateDeploymentBody):

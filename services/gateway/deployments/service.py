@@ -30,7 +30,9 @@ from services.gateway.deployments.schemas import (
     EnvItemSchema,
     GpuConfigSchema,
     InstanceTypeConfigSchema,
+    IngressSchema,
     InstanceTypeSchema,
+    KubeEventSchema,
     ResourceItemSchema,
     ResourcesSchema,
     ScalingSchema,
@@ -90,6 +92,12 @@ def config_from_body(body: UpdateDeploymentBody) -> dep.DeploymentConfig:
         "secrets": list(body.secrets or []),
         "services": services,
     }
+    if body.ingress is not None:
+        fields["ingress"] = {
+            "enabled": body.ingress.enabled,
+            "host": (body.ingress.host or "").strip() or None,
+            "tls_secret_name": (body.ingress.tls_secret_name or "").strip() or None,
+        }
     try:
         return dep.DeploymentConfig.model_validate(fields)
     except ValidationError as exc:
@@ -168,6 +176,7 @@ def config_schema(config: dep.DeploymentConfig) -> DeploymentConfigSchema:
         labels=[LabelSchema(key=label.key, value=label.value) for label in config.labels],
         secrets=list(config.secrets),
         services=services,
+        ingress=IngressSchema(**config.ingress.model_dump()) if config.ingress else None,
     )
 
 
@@ -212,6 +221,10 @@ def deployment_schema(
         status_reason=deployment.status_reason,
         status_message=deployment.status_message,
     )
+
+
+def kube_event_schema(event: dep.KubeEvent) -> KubeEventSchema:
+    return KubeEventSchema(**event.model_dump())
 
 
 def instance_type_schema(item: dep.InstanceType, cluster: str) -> InstanceTypeSchema:
