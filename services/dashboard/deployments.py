@@ -105,6 +105,21 @@ async def _deployment(page: Page, cluster: str, name: str) -> dict[str, Any]:
     return found
 
 
+async def _kube_events(page: Page, cluster: str, name: str) -> tuple[list[Any], str]:
+    """The deployment's Kubernetes Events, or none and why: only the cluster's own deployer
+    reads them, and the page stands without them when it does not answer."""
+    try:
+        answer = await page.gateway.get(
+            f"/api/ekiben/v1/deployments/{quote(name)}/events", cluster=cluster, limit=50
+        )
+    except GatewayError as exc:
+        if exc.status in (401, 403):
+            raise
+        return [], exc.message
+    items: list[Any] = answer["items"]
+    return items, ""
+
+
 async def _detail_page(
     page: Page,
     cluster: str,
@@ -116,8 +131,9 @@ async def _detail_page(
     notice: str = "",
 ) -> Response:
     found = await _deployment(page, cluster, name)
-    revisions = await page.gateway.get(
-        f"/api/ekiben/v1/deployments/{quote(name)}/revisions", cluster=cluster
+    revisions, (events, events_problem) = await asyncio.gather(
+        page.gateway.get(f"/api/ekiben/v1/deployments/{quote(name)}/revisions", cluster=cluster),
+        _kube_events(page, cluster, name),
     )
     organization = page.viewer.organization
     return page.render(
@@ -125,6 +141,8 @@ async def _detail_page(
         status=status,
         d=found,
         revisions=revisions["items"],
+        events=events,
+        events_problem=events_problem,
         services=ui.DeployForm.from_deployment(found).services,
         form=form or ui.DeployForm.from_deployment(found),
         form_error=error,

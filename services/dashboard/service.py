@@ -390,6 +390,10 @@ class DeployForm:
     secrets: str = ""
     access_authorization: bool = False
     services: list[ServiceRow] = field(default_factory=list)
+    # The entry service's Ingress: on by default; empty host or TLS secret: the cluster's.
+    ingress_enabled: bool = True
+    ingress_host: str = ""
+    ingress_tls_secret: str = ""
 
     @classmethod
     def from_fields(cls, fields: Any) -> DeployForm:
@@ -408,6 +412,9 @@ class DeployForm:
             secrets=str(fields.get("secrets", "")),
             access_authorization=bool(fields.get("access_authorization")),
             services=rows,
+            ingress_enabled=bool(fields.get("ingress_enabled")),
+            ingress_host=str(fields.get("ingress_host", "")).strip().lower(),
+            ingress_tls_secret=str(fields.get("ingress_tls_secret", "")).strip(),
         )
 
     @classmethod
@@ -417,6 +424,7 @@ class DeployForm:
         target = (revision.get("targets") or [None])[0] or {}
         config = target.get("config") or {}
         bento = target.get("bento") or {}
+        ingress = config.get("ingress") or {}  # none: the default, an Ingress on the host
         rows = []
         for key, svc in (config.get("services") or {}).items():
             scaling = svc.get("scaling") or {}
@@ -444,6 +452,9 @@ class DeployForm:
             secrets=" ".join(config.get("secrets") or []),
             access_authorization=bool(config.get("access_authorization")),
             services=rows,
+            ingress_enabled=bool(ingress.get("enabled", True)),
+            ingress_host=str(ingress.get("host") or ""),
+            ingress_tls_secret=str(ingress.get("tls_secret_name") or ""),
         )
 
     @property
@@ -489,12 +500,19 @@ class DeployForm:
                     "resources": {"requests": requests, "limits": dict(requests)}
                 }
             services[key] = entry
+        if self.ingress_tls_secret and not self.ingress_enabled:
+            raise ValueError("Ingress: a TLS secret needs the ingress enabled")
         body: dict[str, Any] = {
             "bento": f"{name.strip()}:{version.strip()}",
             "access_authorization": self.access_authorization,
             "envs": envs,
             "secrets": [s for s in self.secrets.replace(",", " ").split() if s],
             "services": services,
+            "ingress": {
+                "enabled": self.ingress_enabled,
+                "host": self.ingress_host or None,
+                "tls_secret_name": self.ingress_tls_secret or None,
+            },
         }
         if self.name:
             body["name"] = self.name

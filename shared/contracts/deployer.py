@@ -49,7 +49,9 @@ MAX_SECRET_NAME = 40
 # An Ingress host, as the CRD's `spec.ingress.host` accepts it (a wildcard first label too),
 # and a TLS Secret's name (a DNS subdomain): checked here so a bad one is a 422, not a
 # BentoDeployment the API server refuses later.
-INGRESS_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+INGRESS_HOST = re.compile(
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_DNS_NAME = 253
 
@@ -430,11 +432,12 @@ LIST_SECRETS = Command(SERVICE, "secret.list", ListSecrets, Page[OrgSecret])
 DELETE_SECRET = Command(SERVICE, "secret.delete", SecretRef, OrgSecret)
 
 
-
 def deployment_events_command(cluster: str) -> Command[ListDeploymentEvents, KubeEvents]:
     """`event.list.<cluster>`: answered by that cluster's deployers only (not in COMMANDS,
     which every deployer answers)."""
-    return Command(SERVICE, f"event.list.{_cluster_name(cluster)}", ListDeploymentEvents, KubeEvents)
+    return Command(
+        SERVICE, f"event.list.{_cluster_name(cluster)}", ListDeploymentEvents, KubeEvents
+    )
 
 
 COMMANDS: tuple[Command[Any, Any], ...] = (

@@ -242,3 +242,38 @@ def test_a_row_without_a_service_waits_for_the_entry_service_in_the_first_check(
     assert form.needs_entry_service
     assert form.body(None)["services"] == {}
     assert list(form.body("Iris")["services"]) == ["Iris"]
+
+
+def test_the_deploy_form_sends_the_ingress_and_edit_round_trips_it() -> None:
+    form = ui.DeployForm.from_fields(
+        Fields(
+            bento="iris:1", ingress_enabled="1", ingress_host=" Iris.Example.com ",
+            ingress_tls_secret="iris-tls",
+        )
+    )  # fmt: skip
+    body = form.body()
+    assert body["ingress"] == {
+        "enabled": True, "host": "iris.example.com", "tls_secret_name": "iris-tls",
+    }  # fmt: skip
+    # An unticked box is a missing field: no ingress; empty host and secret are the defaults.
+    off = ui.DeployForm.from_fields(Fields(bento="iris:1")).body()
+    assert off["ingress"] == {"enabled": False, "host": None, "tls_secret_name": None}
+    with pytest.raises(ValueError, match="TLS secret needs the ingress"):
+        ui.DeployForm.from_fields(Fields(bento="iris:1", ingress_tls_secret="t")).body()
+    # The edit form shows what the revision has; a revision without one, the default (on).
+    deployment = {
+        "name": "iris",
+        "latest_revision": {"targets": [{
+            "bento": {"repository": {"name": "iris"}, "version": "1"},
+            "config": {"ingress": body["ingress"]},
+        }]},
+    }  # fmt: skip
+    edit = ui.DeployForm.from_deployment(deployment)
+    assert (edit.ingress_enabled, edit.ingress_host, edit.ingress_tls_secret) == (
+        True, "iris.example.com", "iris-tls",
+    )  # fmt: skip
+    assert edit.body()["ingress"] == body["ingress"]
+    default = ui.DeployForm.from_deployment({"latest_revision": {"targets": [{"config": {}}]}})
+    assert default.ingress_enabled
+    assert not default.ingress_host
+    assert ui.DeployForm(services=[]).ingress_enabled  # the create form starts ticked
