@@ -28,10 +28,12 @@ from shared.contracts.builder import bento_resource_name
 from shared.contracts.registry import Scope
 from shared.contracts.vocabulary import DeploymentStatus
 from shared.devstack.kube import KubeControlPlane
+from shared.errors import NotFound, Unavailable
 from shared.events import EVENT_STREAM
 from shared.kube.kinds import (
     BENTO,
     BENTO_DEPLOYMENT,
+    CORE_EVENT,
     DEPLOYMENT,
     HORIZONTAL_POD_AUTOSCALER,
     INGRESS,
@@ -404,3 +406,86 @@ async def test_two_deployers_for_two_clusters_never_cross(
                 assert (d.name, d.cluster) in {("e1", "east"), ("w1", "west")}
     finally:
         await core.delete_namespace(west_ns)
+
+
+async def test_a_deployments_kubernetes_events_and_its_ingress(
+    full_cluster: KubeControlPlane,
+    kube_api: client.ApiClient,
+    kube_namespace: str,
+    nats_url: str,
+    pg_dsn: str,
+) -> None:
+    """The per-cluster events command answers the Events of the deployment's own objects
+    (the controllers' and the test's), none of another object's; the ingress host and TLS
+    secret asked for reach the Ingress, and an update that names no ingress keeps them."""
+    objects = Objects(kube_api, field_manager="test")
+    async with running_deployer(full_cluster, nats_url, pg_dsn, kube_namespace) as deployer:
+        rpc = deployer.runtime.rpc
+        await objects.create(BENTO, bento(kube_namespace))
+        ingress = dep.IngressConfig(host="iris.example.com", tls_secret_name="iris-tls")
+        await rpc.call(
+            dep.CREATE_DEPLOYMENT,
+            dep.CreateDeployment(
+                scope=SCOPE, name="iris", bento=IRIS, config=dep.DeploymentConfig(ingress=ingress)
+            ),
+        )
+
+        async def running() -> bool:
+            return await status_of(deployer, "iris") is DeploymentStatus.RUNNING
+
+        await until(running, timeout=90, what="running")
+        made = await objects.get(INGRESS, (kube_namespace, "iris-iris"))
+        assert made is not None
+        assert made["spec"]["rules"][0]["host"] == "iris.example.com"
+        assert made["spec"]["tls"] == [{"hosts": ["iris.example.com"], "secretName": "iris-tls"}]
+
+        def core_event(kind: str, name: str, reason: str, count: int) -> dict[str, Any]:
+            return {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{name}.{reason.lower()}", "namespace": kube_namespace},
+                "involvedObject": {"kind": kind, "name": name, "namespace": kube_namespace},
+                "reason": reason, "message": f"<b>{reason}</b> of {name}", "type": "Warning",
+                "count": count, "source": {"component": "test"},
+                "firstTimestamp": "2026-12-02T06:00:00Z", "lastTimestamp": "2026-12-02T06:00:00Z",
+            }  # fmt: skip
+
+        await objects.create(CORE_EVENT, core_event("BentoDeployment", "iris", "Tested", 3))
+        await objects.create(CORE_EVENT, core_event("Pod", "someone-else", "Elsewhere", 1))
+        command = dep.deployment_events_command("default")
+        ask = dep.ListDeploymentEvents(scope=SCOPE, cluster="default", name="iris")
+
+        async def with_controllers() -> list[dep.KubeEvent] | None:
+            items = (await rpc.call(command, ask)).items
+            kinds = {e.object_kind for e in items}
+            return items if {"BentoDeployment", "Deployment"} <= kinds else None
+
+        await until(with_controllers, what="the Deployment's events (the controller-manager's)")
+        items = (await rpc.call(command, ask)).items
+        assert all(e.object_name != "someone-else" for e in items)
+        tested = next(e for e in items if e.reason == "Tested")
+        assert (tested.type, tested.count, tested.source) == ("Warning", 3, "test")
+        assert tested.message == "<b>Tested</b> of iris"  # as written: escaping is the page's
+        scaled = [e for e in items if e.object_kind == "Deployment"]
+        assert all(e.object_name == "iris-iris" for e in scaled)
+        assert {e.object_kind for e in items} <= {
+            "BentoDeployment", "Deployment", "ReplicaSet", "Pod", "Service",
+            "HorizontalPodAutoscaler", "Ingress",
+        }  # fmt: skip
+        with pytest.raises(NotFound):
+            await rpc.call(command, ask.model_copy(update={"name": "nothing"}))
+        with pytest.raises(Unavailable):  # no deployer of that cluster runs
+            await rpc.call(
+                dep.deployment_events_command("elsewhere"),
+                ask.model_copy(update={"cluster": "elsewhere"}),
+                timeout=2.0,
+            )
+
+        # The bentoml client knows no ingress: its update keeps the one set.
+        updated = await rpc.call(
+            dep.UPDATE_DEPLOYMENT,
+            dep.UpdateDeployment(
+                scope=SCOPE, name="iris", bento=IRIS, config=dep.DeploymentConfig()
+            ),
+        )
+        assert updated.latest_revision.config.ingress == ingress
+        assert updated.latest_revision.spec["ingress"]["host"] == "iris.example.com"
