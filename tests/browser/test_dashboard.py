@@ -4,14 +4,17 @@ Signing in (setup URL, password, token; wrong passwords refused then throttled),
 pushed by the real bentoml client shown with its services, APIs and models (linked both
 ways), a label edit that persists, a token made in the UI that logs the real client in
 until it is revoked there, a guest who sees no write buttons and whose writes the API
-refuses anyway, an event that appears live, and an axe-core scan of every page in light
-and dark mode, with screenshots of each.
+refuses anyway, an event that appears live, a build's log that follows on its page, a
+deployment made and edited in the form (ingress host included) that shows its Kubernetes
+events, a guest on its page without write buttons, and an axe-core scan of every page in
+light and dark mode, with screenshots of each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Literal
@@ -359,6 +362,37 @@ async def test_an_event_shows_live_without_a_reload(
     await expect(page.locator("[data-live-notice]")).to_contain_text("live-model:v2")
 
 
+async def test_a_builds_log_follows_on_its_page_as_text_and_passes_an_axe_scan(
+    admin_ready: DashStack, pushed: dict[str, str], page: Page, axe_source: str, shots: Path
+) -> None:
+    """The build the push started, opened from /builds: its log streams into the page (as
+    text nodes), and its status changes from the event stream, with no reload."""
+    stack = admin_ready
+    await signed_in_as_admin(page, stack)
+    await page.goto(f"{stack.dashboard}/builds?bento={pushed['bento']}")
+    await page.get_by_role("link", name=f"Log of the build of {pushed['bento']}").first.click()
+    await page.wait_for_url("**/builds/*")
+    build_id = page.url.rsplit("/", 1)[1]
+    await page.evaluate("window.__notReloaded = true")
+    status = page.locator("[data-build-status]")
+    at_load = await status.text_content()
+    log = page.locator("pre[data-build-log]")
+    await expect(log).to_have_attribute("data-state", re.compile("following|ended"))
+    await page.screenshot(path=shots / "build-log-following.png", full_page=True)
+    # The real builder's build (warm layers): it ends, and the page says so by itself.
+    await expect(log).to_have_attribute("data-state", "ended", timeout=600_000)
+    await expect(status).to_have_text("succeeded", timeout=30_000)
+    assert await page.evaluate("window.__notReloaded") is True
+    shown = (await log.inner_text()).splitlines()
+    whole = stack.api("GET", f"/api/ekiben/v1/builds/{build_id}/logs", params={"follow": "false"})
+    assert shown == whole.text.splitlines()
+    assert shown, f"the build (at load: {at_load}) wrote no log lines"
+    assert await log.locator("code *").count() == 0  # text only, never markup
+    await expect(page.get_by_role("status").filter(has_text="The build has ended")).to_be_visible()
+    assert await scan(page, axe_source) == []
+    await page.screenshot(path=shots / "build-log.png", full_page=True)
+
+
 # --- deployments ---------------------------------------------------------------------
 
 
@@ -375,7 +409,12 @@ def latest_scaling(stack: DashStack, name: str) -> dict[str, Any]:
 
 
 async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_terminates(
-    admin_ready: DashStack, pushed: dict[str, str], page: Page, axe_source: str, shots: Path
+    admin_ready: DashStack,
+    pushed: dict[str, str],
+    page: Page,
+    browser: Browser,
+    axe_source: str,
+    shots: Path,
 ) -> None:
     stack = admin_ready
     await signed_in_as_admin(page, stack)
@@ -399,6 +438,8 @@ async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_
     await form.get_by_label("Max replicas 1").fill("2")
     await form.get_by_label("Memory 1").fill("256Mi")
     await form.get_by_label("Environment").fill("MODE=browser")
+    await expect(form.get_by_label("Enable the ingress")).to_be_checked()
+    await form.get_by_label("Ingress host").fill("florist.example.test")
     await page.screenshot(path=shots / "deploy-form.png", full_page=True)
     await form.get_by_role("button", name="Deploy").click()
     await page.wait_for_url("**/deployments/*/florist-web?deployed=1")
@@ -422,12 +463,16 @@ async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_
     assert {"name": "MODE", "value": "browser"} in found["latest_revision"]["targets"][0]["config"][
         "envs"
     ]
+    ingress = found["latest_revision"]["targets"][0]["config"]["ingress"]
+    assert (ingress["enabled"], ingress["host"]) == (True, "florist.example.test")
     assert await scan(page, axe_source) == []
 
     # Edit: a second revision from the form filled with the first.
     await page.get_by_text("Edit the deployment").click()
     edit = page.locator("form[data-deploy-form]")
     await expect(edit.get_by_label("Max replicas 1")).to_have_value("2")
+    await expect(edit.get_by_label("Ingress host")).to_have_value("florist.example.test")
+    await expect(edit.get_by_label("Enable the ingress")).to_be_checked()
     await edit.get_by_label("Max replicas 1").fill("3")
     await edit.get_by_role("button", name="Deploy this revision").click()
     await page.wait_for_url("**/deployments/*/florist-web?deployed=1")
@@ -440,6 +485,57 @@ async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_
     rolled = latest_scaling(stack, "florist-web")
     assert (rolled["revision"], rolled["max_replicas"]) == (3, 2)
     await page.screenshot(path=shots / "deployment-revisions.png", full_page=True)
+    # What Kubernetes said about it (the deployer's and the controller-manager's Events).
+    await expect(page.get_by_role("heading", name="Kubernetes events")).to_be_visible()
+    events = page.locator("table.events tbody tr")
+    await expect(events.first).to_be_visible()
+    kinds = await page.locator("table.events tbody tr td:nth-child(3)").all_inner_texts()
+    assert any(k.startswith(("BentoDeployment/", "Deployment/")) for k in kinds), kinds
+    assert await scan(page, axe_source) == []
+    await page.locator("#kube-events").scroll_into_view_if_needed()
+    await page.screenshot(path=shots / "deployment-events.png", full_page=True)
+
+    # A guest on the same page: no write button, and the writes sent anyway are refused.
+    user_with_password(stack, "gwen", "guest", "gwen's password")
+    guest_context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        guest = await guest_context.new_page()
+        await sign_in(guest, stack.dashboard, "gwen", "gwen's password")
+        await expect(guest.locator(".who .role")).to_have_text("guest")
+        await guest.goto(f"{stack.dashboard}/deployments/{cluster}/florist-web")
+        await expect(guest.get_by_role("heading", name="Revisions")).to_be_visible()
+        for button in ("Terminate", "Roll back to revision 1", "Deploy this revision"):
+            await expect(guest.get_by_role("button", name=button)).to_have_count(0)
+        await expect(guest.get_by_role("link", name="Delete…")).to_have_count(0)
+        await expect(guest.get_by_text("Edit the deployment")).to_have_count(0)
+        await expect(guest.locator("table.events tbody tr").first).to_be_visible()  # reads
+        await guest.screenshot(path=shots / "guest-deployment.png", full_page=True)
+        csrf = await guest.locator("input[name=csrf]").first.get_attribute("value") or ""
+        base = f"{stack.dashboard}/deployments/{cluster}/florist-web"
+        for path, form_fields in [
+            ("/terminate", {}), ("/rollback", {"revision": "1"}), ("/delete", {}),
+            ("", {"bento": pushed["bento"], "ingress_enabled": "1"}),
+        ]:  # fmt: skip
+            forced = await guest.request.post(base + path, form={"csrf": csrf, **form_fields})
+            assert forced.status == 403, (path, forced.status)
+    finally:
+        await guest_context.close()
+    session = httpx.post(
+        f"{stack.gateway}/api/ekiben/v1/sessions",
+        json={"username": "gwen", "password": "gwen's password"},
+    ).json()["session"]
+    for method, path in [
+        ("POST", "/api/v2/deployments/florist-web/terminate"),
+        ("POST", "/api/ekiben/v1/deployments/florist-web/rollback"),
+        ("DELETE", "/api/v2/deployments/florist-web"),
+    ]:
+        direct = httpx.request(
+            method, f"{stack.gateway}{path}", headers={"X-Ekiben-Session": session},
+            json={"revision": 1} if path.endswith("rollback") else None,
+        )  # fmt: skip
+        assert direct.status_code == 403, (method, path, direct.text)
+    assert latest_scaling(stack, "florist-web")["revision"] == 3
+    assert latest_scaling(stack, "florist-web")["status"] == "running"
 
     await page.goto(f"{stack.dashboard}/clusters")
     await expect(page.get_by_role("link", name="florist-web")).to_be_visible()
@@ -497,8 +593,10 @@ async def test_every_page_passes_an_axe_scan_and_is_photographed(
 ) -> None:
     name, version = pushed["bento"].split(":")
     model_name, model_version = pushed["model"].split(":")
+    builds = admin_ready.api("GET", "/api/ekiben/v1/builds", params={"bento": pushed["bento"]})
+    build = builds.json()["items"][0]["id"]
     paths = [*PAGES, f"/bentos/{name}/{version}", f"/models/{model_name}/{model_version}",
-             f"/bentos/{name}/{version}/delete", f"/bentos/{name}"]  # fmt: skip
+             f"/bentos/{name}/{version}/delete", f"/bentos/{name}", f"/builds/{build}"]  # fmt: skip
     context = await browser.new_context(
         viewport={"width": 1280, "height": 800},
         color_scheme=scheme,
