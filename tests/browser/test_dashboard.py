@@ -362,37 +362,6 @@ async def test_an_event_shows_live_without_a_reload(
     await expect(page.locator("[data-live-notice]")).to_contain_text("live-model:v2")
 
 
-async def test_a_builds_log_follows_on_its_page_as_text_and_passes_an_axe_scan(
-    admin_ready: DashStack, pushed: dict[str, str], page: Page, axe_source: str, shots: Path
-) -> None:
-    """The build the push started, opened from /builds: its log streams into the page (as
-    text nodes), and its status changes from the event stream, with no reload."""
-    stack = admin_ready
-    await signed_in_as_admin(page, stack)
-    await page.goto(f"{stack.dashboard}/builds?bento={pushed['bento']}")
-    await page.get_by_role("link", name=f"Log of the build of {pushed['bento']}").first.click()
-    await page.wait_for_url("**/builds/*")
-    build_id = page.url.rsplit("/", 1)[1]
-    await page.evaluate("window.__notReloaded = true")
-    status = page.locator("[data-build-status]")
-    at_load = await status.text_content()
-    log = page.locator("pre[data-build-log]")
-    await expect(log).to_have_attribute("data-state", re.compile("following|ended"))
-    await page.screenshot(path=shots / "build-log-following.png", full_page=True)
-    # The real builder's build (warm layers): it ends, and the page says so by itself.
-    await expect(log).to_have_attribute("data-state", "ended", timeout=600_000)
-    await expect(status).to_have_text("succeeded", timeout=30_000)
-    assert await page.evaluate("window.__notReloaded") is True
-    shown = (await log.inner_text()).splitlines()
-    whole = stack.api("GET", f"/api/ekiben/v1/builds/{build_id}/logs", params={"follow": "false"})
-    assert shown == whole.text.splitlines()
-    assert shown, f"the build (at load: {at_load}) wrote no log lines"
-    assert await log.locator("code *").count() == 0  # text only, never markup
-    await expect(page.get_by_role("status").filter(has_text="The build has ended")).to_be_visible()
-    assert await scan(page, axe_source) == []
-    await page.screenshot(path=shots / "build-log.png", full_page=True)
-
-
 # --- deployments ---------------------------------------------------------------------
 
 
@@ -561,6 +530,48 @@ async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_
     await expect(page.locator("p.notice", has_text="Deleted florist-web")).to_be_visible()
     gone = stack.api("GET", "/api/v2/deployments/florist-web")
     assert gone.status_code == 404 or gone.json()["status"] in ("deleting", "terminated"), gone.text
+
+
+async def test_a_rebuilds_log_follows_live_on_its_page_as_text_and_passes_an_axe_scan(
+    admin_ready: DashStack, pushed: dict[str, str], page: Page, axe_source: str, shots: Path
+) -> None:
+    """A rebuild asked for from a build's page, opened from /builds while it runs: its log
+    streams into the page (as text nodes) and its status changes from the event stream,
+    with no reload, until the build ends. (After the deployment test, which waits for the
+    push's own build from the deployment's page.)"""
+    stack = admin_ready
+    bento = pushed["bento"]
+    await signed_in_as_admin(page, stack)
+    await page.goto(f"{stack.dashboard}/builds?bento={bento}")
+    await page.get_by_role("link", name=f"Log of the build of {bento}").first.click()
+    await page.wait_for_url("**/builds/*")
+    first = page.url.rsplit("/", 1)[1]
+    await expect(page.locator("pre[data-build-log]")).to_have_attribute("data-state", "ended")
+    await page.get_by_role("button", name=f"Rebuild {bento}").click()
+    await page.wait_for_url("**/builds?bento=*")
+    await page.get_by_role("link", name=f"Log of the build of {bento}").first.click()
+    await page.wait_for_url("**/builds/*")
+    build_id = page.url.rsplit("/", 1)[1]
+    assert build_id != first
+    await page.evaluate("window.__notReloaded = true")
+    status = page.locator("[data-build-status]")
+    at_load = await status.text_content()
+    assert at_load in ("pending", "building"), at_load
+    log = page.locator("pre[data-build-log]")
+    await expect(log).to_have_attribute("data-state", "following")
+    await expect(log).to_have_attribute("data-lines", re.compile(r"^[1-9]"), timeout=300_000)
+    await page.screenshot(path=shots / "build-log-following.png", full_page=True)
+    # The real builder's build (warm layers): it ends, and the page says so by itself.
+    await expect(log).to_have_attribute("data-state", "ended", timeout=600_000)
+    await expect(status).to_have_text("succeeded", timeout=30_000)
+    assert await page.evaluate("window.__notReloaded") is True
+    shown = (await log.inner_text()).splitlines()
+    whole = stack.api("GET", f"/api/ekiben/v1/builds/{build_id}/logs", params={"follow": "false"})
+    assert shown == whole.text.splitlines()
+    assert await log.locator("code *").count() == 0  # text only, never markup
+    await expect(page.get_by_role("status").filter(has_text="The build has ended")).to_be_visible()
+    assert await scan(page, axe_source) == []
+    await page.screenshot(path=shots / "build-log.png", full_page=True)
 
 
 # --- accessibility, screenshots ------------------------------------------------------
