@@ -202,13 +202,17 @@ class BuilderController:
             version=version,
             build_id=build.id,
         )
-        # The watch's copy when this replica leads and has it (an idle sweep sends nothing).
+        # The watch's copy when this replica leads and has it (an idle sweep sends nothing);
+        # a listed watch that does not know it says it is new (no GET before the apply).
         known = [w.known[key] for w in self._requests if key in w.known]
+        listed = bool(self._requests) and all(w.resource_version for w in self._requests)
         try:
-            if known:
-                await self.objects.apply_if_changed(BENTO_REQUEST, manifest, live=known[0])
+            if known or listed:
+                written, _ = await self.objects.apply_if_changed(
+                    BENTO_REQUEST, manifest, live=known[0] if known else None
+                )
             else:
-                await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
+                written, _ = await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
         except ApiException as exc:
             if exc.status in (400, 422):
                 # Refused for what it says, not for when: another try would be refused too.
@@ -221,6 +225,8 @@ class BuilderController:
                 return
             raise Unavailable(f"cannot write BentoRequest {key[0]}/{key[1]}: {exc.status}") from exc
         if self.controller is not None and self.elector is not None and self.elector.is_leader:
+            if self.reconciler is not None:
+                self.reconciler.written(key, written)
             self.controller.enqueue(key)
 
     async def ready(self) -> None:

@@ -75,11 +75,17 @@ class BuildReconciler:
         self.registry = registry
         self.settings = settings
         self.bentos = bentos
+        # The BentoRequest this process has just written, for the reconcile it enqueues: the
+        # first look at a new request costs no GET (a later change comes with its watch event).
+        self._written: dict[ObjectKey, dict[str, Any]] = {}
+
+    def written(self, key: ObjectKey, obj: dict[str, Any]) -> None:
+        self._written[key] = obj
 
     # --- the loop body ------------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
-        request = await self.objects.get(BENTO_REQUEST, key)
+        request = self._written.pop(key, None) or await self.objects.get(BENTO_REQUEST, key)
         if request is None or (request.get("metadata") or {}).get("deletionTimestamp"):
             return None  # gone: its Bento goes with it (owner reference)
         metadata = request["metadata"]
