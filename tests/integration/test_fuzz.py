@@ -80,7 +80,8 @@ async def test_schemathesis_finds_no_server_error_undeclared_status_or_schema_mi
         # timeout. tests/integration/test_event_stream.py covers it.
         "--exclude-path", "/api/ekiben/v1/events",
         # Builds are answered by the builder, which this stack does not run (it needs a
-        # Kubernetes API server): tests/builder/test_builds_api.py covers those routes.
+        # Kubernetes API server): tests/builder/test_local_builds.py, test_operator.py and
+        # tests/e2e/test_builds.py call those routes.
         "--exclude-path-regex", "^/api/ekiben/v1/builds",
         "--report", "junit", "--report-dir", str(tmp_path / "report"),
         stdout=asyncio.subprocess.PIPE,
