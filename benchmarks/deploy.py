@@ -216,11 +216,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             nc = await nats.connect(nats_url)
             await nc.subscribe(subject_for("deployment.status_changed"), cb=feed.handler)
             async with deployer.runtime.running():
-                kube = deployer.kube
+                kube = deployer.controller
                 assert kube is not None
                 while not kube.leading or kube.controller is None:
                     await asyncio.sleep(0.05)
-                await kube.controller.controller.wait_synced()
+                await kube.controller.wait_synced()
 
                 # --- 2. create -> running --------------------------------------------
                 await objects.create(BENTO, bento("svc:v1"))
@@ -286,7 +286,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.gather(*(feed.wait_for(n, "running", began, 600) for n in names))
                 controller = kube.controller
                 await asyncio.sleep(3.0)
-                while controller.controller.queue.processing or len(controller.controller.queue):
+                while controller.queue.processing or len(controller.queue):
                     await asyncio.sleep(0.1)
                 assert kube.api is not None
                 original = kube.api.call_api
@@ -303,9 +303,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     return original(path, method, *a, **kw)
 
                 kube.api.call_api = counting  # type: ignore[method-assign, assignment]
-                keys = [k for w in controller.bds for k in w.known]
+                keys = [k for w in kube.bds for k in w.known]
                 for k in keys:
-                    controller.controller.enqueue(k)
+                    controller.enqueue(k)
                 await asyncio.sleep(args.idle)
                 kube.api.call_api = original  # type: ignore[method-assign]
                 results["idle"] = {

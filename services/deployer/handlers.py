@@ -8,8 +8,6 @@ says now, so a redelivery or an out-of-order event changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.deployer.controller import DeploymentController
 from services.deployer.render import dns_part
 from services.deployer.service import DeployerService
@@ -48,10 +46,10 @@ def register(
     runtime: BackendRuntime,
     cluster: str,
     service: DeployerService,
-    controller: Callable[[], DeploymentController | None],
+    controller: DeploymentController,
 ) -> None:
     async def on_event(event: AnyEvent, delivery: Delivery) -> None:
-        running = controller()
+        running = controller.controller
         if running is None:
             raise TemporaryError("the deployer's Kubernetes side is not started yet")
         if isinstance(
@@ -61,20 +59,20 @@ def register(
             ref = event.data.deployment
             if ref.cluster != cluster:
                 return  # another cluster's deployer acts on it
-            await running.sync_from_database(ref.namespace, ref.name)
+            await controller.sync_from_database(ref.namespace, ref.name)
             log.info("deployer.event.applied", type=event.type, deployment=ref.name)
         elif isinstance(event, BuildFailed):
             keys = await service.build_failed(
                 cluster, event.data.bento, f"{event.data.reason}: {event.data.message}"
             )
             for key in keys:
-                running.controller.enqueue(key)
+                running.enqueue(key)
         elif isinstance(event, BuildCompleted):
             bento = event.data.bento
             name = bento_resource_name(bento.organization, bento.name, bento.version)
-            for watcher in running.bds:
+            for watcher in controller.bds:
                 for key, bd in list(watcher.known.items()):
                     if (bd.get("spec") or {}).get("bento") == name:
-                        running.controller.enqueue(key)
+                        running.enqueue(key)
 
     runtime.subscribe(consumer=consumer_name(cluster), handler=on_event, events=EVENTS)

@@ -137,10 +137,11 @@ async def test_the_deployer_deploys_with_the_chart_token(
     kubectl = Objects(kube_api, field_manager="kubectl")  # the admin
     deployer = create_deployer(settings)
     async with deployer.runtime.running():
-        await until(lambda: deployer.kube is not None and deployer.kube.leading, what="the Lease")
-        assert deployer.kube is not None
-        assert deployer.kube.controller is not None
-        await deployer.kube.controller.controller.wait_synced()
+        kube = deployer.controller
+        assert kube is not None
+        await until(lambda: kube.leading, what="the Lease")
+        assert kube.controller is not None
+        await kube.controller.wait_synced()
         await kubectl.create(BENTO, bento(ns))
         await kubectl.apply(BENTO_DEPLOYMENT, {
             "apiVersion": BENTO_DEPLOYMENT.api_version, "kind": BENTO_DEPLOYMENT.kind,

@@ -77,10 +77,11 @@ async def running_deployer(
     )  # fmt: skip
     deployer = create_runtime(settings)
     async with deployer.runtime.running():
-        assert deployer.kube is not None
-        await until(lambda: deployer.kube is not None and deployer.kube.leading, what="the Lease")
-        assert deployer.kube.controller is not None
-        await asyncio.wait_for(deployer.kube.controller.controller.wait_synced(), 30)
+        controller = deployer.controller
+        assert controller is not None
+        await until(lambda: controller.leading, what="the Lease")
+        assert controller.controller is not None
+        await asyncio.wait_for(controller.controller.wait_synced(), 30)
         yield deployer
 
 
@@ -126,9 +127,9 @@ async def stream_events(nats_url: str, *types: str) -> list[dict[str, Any]]:
 def count_writes(deployer: Deployer) -> list[tuple[str, str]]:
     """Record every write the deployer's Kubernetes client sends from now on (but the
     Lease's renewals)."""
-    assert deployer.kube is not None
-    assert deployer.kube.api is not None
-    api = deployer.kube.api
+    assert deployer.controller is not None
+    assert deployer.controller.api is not None
+    api = deployer.controller.api
     original = api.call_api
     writes: list[tuple[str, str]] = []
 
@@ -236,13 +237,14 @@ async def test_a_deployment_rolls_out_reports_status_and_stays_idle(
 
         # Idle: a resync of everything sends no write at all.
         writes = count_writes(deployer)
-        controller = deployer.kube.controller if deployer.kube else None
-        assert controller is not None
-        for watcher in controller.bds:
+        assert deployer.controller is not None
+        queue = deployer.controller.controller
+        assert queue is not None
+        for watcher in deployer.controller.bds:
             for known in list(watcher.known):
-                controller.controller.enqueue(known)
+                queue.enqueue(known)
         await asyncio.sleep(2.0)
-        await until(lambda: not controller.controller.queue.processing, what="idle")
+        await until(lambda: not queue.queue.processing, what="idle")
         assert writes == [], writes
 
         # An update is applied: a new revision, the HPA follows.
