@@ -141,7 +141,7 @@ class DeploymentReconciler:
 
     # --- the loop body ------------------------------------------------------------------
 
-    async def reconcile(self, key: ObjectKey) -> Result | None:
+    async def reconcile(self, key: ObjectKey) -> Result | None:  # noqa: PLR0911 - a return per way out
         namespace, name = key
         bd = self._cached(self.bds, key)
         if bd is None:
@@ -161,6 +161,14 @@ class DeploymentReconciler:
             return None
         if is_deleting(bd):
             return None
+        if row is not None and self._changed_on_cluster(bd, row):
+            # The cache may be behind this deployer's own write (sync_from_database applied
+            # a generation the watch has not brought yet): that is no edit on the cluster.
+            # The API server says which; when it is, its watch event brings the key back.
+            live = await self.objects.get(BENTO_DEPLOYMENT, key)
+            if live is None or not self._changed_on_cluster(live, row):
+                return None
+            bd, metadata = live, live["metadata"]
         bento = self._cached(self.bentos, (namespace, str(bd["spec"]["bento"])))
         if bento is None:
             return await self._wait_for_bento(bd, row)
