@@ -141,7 +141,12 @@ async def test_hpa_v2_is_accepted_and_picked_up_by_the_controller(
             if scale.spec.replicas == 2:
                 break
             await asyncio.sleep(0.5)
-    current = await autoscaling.read_namespaced_horizontal_pod_autoscaler_status(
-        "scaled", kube_namespace
-    )
-    assert {c.type for c in current.status.conditions} >= {"AbleToScale"}
+    # The controller scales first and writes its status after: wait for the condition.
+    async with asyncio.timeout(60):
+        while True:
+            current = await autoscaling.read_namespaced_horizontal_pod_autoscaler_status(
+                "scaled", kube_namespace
+            )
+            if {c.type for c in current.status.conditions or []} >= {"AbleToScale"}:
+                break
+            await asyncio.sleep(0.5)
