@@ -164,8 +164,14 @@ async def events(nats_url: str) -> list[dict[str, Any]]:
     try:
         js = nc.jetstream()
         info = await js.stream_info(EVENT_STREAM)
-        seqs = range(info.state.first_seq, info.state.last_seq + 1)
-        return [json.loads((await js.get_msg(EVENT_STREAM, s)).data or b"{}") for s in seqs]
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                message = await js.get_msg(EVENT_STREAM, seq)
+            except nats.js.errors.Error:  # a gap in the sequence (a removed message)
+                continue
+            found.append(json.loads(message.data or b"{}"))
+        return found
     finally:
         await nc.close()
 
