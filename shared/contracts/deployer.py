@@ -19,6 +19,7 @@ is written, so a refused request leaves nothing behind.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -62,68 +63,51 @@ SERVICE_LABEL = "ekiben.dev/service"
 REVISION_ANNOTATION = "ekiben.dev/revision"
 
 
-def _deployment_name(value: str) -> str:
-    if len(value) > MAX_DEPLOYMENT_NAME or not DEPLOYMENT_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid deployment name: lowercase letters, digits and '-',"
-            f" starting and ending with a letter or digit, at most {MAX_DEPLOYMENT_NAME}"
-            " characters"
-        )
-    return value
+def _rule(
+    pattern: re.Pattern[str], what: str, *, max_length: int | None = None, shown: int | None = None
+) -> Callable[[str], str]:
+    """One naming rule: `pattern` and a length limit, refused as "VALUE is not a valid WHAT"."""
+
+    def check(value: str) -> str:
+        if (max_length is not None and len(value) > max_length) or not pattern.match(value):
+            raise ValueError(f"{value[:shown]!r} is not a valid {what}")
+        return value
+
+    return check
 
 
-def _cluster_name(value: str) -> str:
-    if len(value) > MAX_CLUSTER_NAME or not CLUSTER_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid cluster name: lowercase letters, digits and '-',"
-            f" starting and ending with a letter or digit, at most {MAX_CLUSTER_NAME}"
-            " characters"
-        )
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not ENV_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid environment variable name: letters, digits, '_', '-'"
-            " and '.', not starting with a digit"
-        )
-    return value
-
-
-def _secret_name(value: str) -> str:
-    if len(value) > MAX_SECRET_NAME or not SECRET_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid secret name: lowercase letters, digits and '-',"
-            f" at most {MAX_SECRET_NAME} characters"
-        )
-    return value
-
-
-def _ingress_host(value: str) -> str:
-    if len(value) > MAX_DNS_NAME or not INGRESS_HOST.match(value):
-        raise ValueError(
-            f"{value[:80]!r} is not a valid ingress host: lowercase DNS labels separated by"
-            " dots (for example iris.example.com, or *.example.com)"
-        )
-    return value
-
-
-def _tls_secret_name(value: str) -> str:
-    if len(value) > MAX_DNS_NAME or not DNS_SUBDOMAIN.match(value):
-        raise ValueError(
-            f"{value[:80]!r} is not a valid TLS secret name: a Kubernetes Secret's name,"
-            " lowercase letters, digits, '-' and '.'"
-        )
-    return value
-
-
-DeploymentName = Annotated[str, AfterValidator(_deployment_name)]
-ClusterName = Annotated[str, AfterValidator(_cluster_name)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-SecretName = Annotated[str, AfterValidator(_secret_name)]
-IngressHost = Annotated[str, AfterValidator(_ingress_host)]
-TlsSecretName = Annotated[str, AfterValidator(_tls_secret_name)]
+_DNS_LABEL_RULE = (
+    "lowercase letters, digits and '-', starting and ending with a letter or digit, at most"
+)
+DeploymentName = Annotated[str, AfterValidator(_rule(
+    DEPLOYMENT_NAME, f"deployment name: {_DNS_LABEL_RULE} {MAX_DEPLOYMENT_NAME} characters",
+    max_length=MAX_DEPLOYMENT_NAME,
+))]  # fmt: skip
+_cluster_rule = _rule(
+    CLUSTER_NAME, f"cluster name: {_DNS_LABEL_RULE} {MAX_CLUSTER_NAME} characters",
+    max_length=MAX_CLUSTER_NAME,
+)  # fmt: skip
+ClusterName = Annotated[str, AfterValidator(_cluster_rule)]
+EnvName = Annotated[str, AfterValidator(_rule(
+    ENV_NAME,
+    "environment variable name: letters, digits, '_', '-' and '.', not starting with a digit",
+))]  # fmt: skip
+SecretName = Annotated[str, AfterValidator(_rule(
+    SECRET_NAME,
+    f"secret name: lowercase letters, digits and '-', at most {MAX_SECRET_NAME} characters",
+    max_length=MAX_SECRET_NAME,
+))]  # fmt: skip
+IngressHost = Annotated[str, AfterValidator(_rule(
+    INGRESS_HOST,
+    "ingress host: lowercase DNS labels separated by dots (for example iris.example.com,"
+    " or *.example.com)",
+    max_length=MAX_DNS_NAME, shown=80,
+))]  # fmt: skip
+TlsSecretName = Annotated[str, AfterValidator(_rule(
+    DNS_SUBDOMAIN,
+    "TLS secret name: a Kubernetes Secret's name, lowercase letters, digits, '-' and '.'",
+    max_length=MAX_DNS_NAME, shown=80,
+))]  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -436,7 +420,7 @@ def deployment_events_command(cluster: str) -> Command[ListDeploymentEvents, Kub
     """`event.list.<cluster>`: answered by that cluster's deployers only (not in COMMANDS,
     which every deployer answers)."""
     return Command(
-        SERVICE, f"event.list.{_cluster_name(cluster)}", ListDeploymentEvents, KubeEvents
+        SERVICE, f"event.list.{_cluster_rule(cluster)}", ListDeploymentEvents, KubeEvents
     )
 
 
