@@ -11,6 +11,11 @@ look at an object only puts its key in a `WorkQueue`:
 - a periodic **resync** that enqueues every primary key the watches know of, so a missed
   signal costs at most one resync period.
 
+A primary's watch event that changes only its status (or other bookkeeping such as
+`resourceVersion` and `managedFields`) wakes nobody: the status is the controller's output,
+not its input, so its own status writes do not cost it another pass. What counts as a change
+is `_intent`: uid, generation, deletion, labels, annotations, finalizers, owners.
+
 `reconcile(key)` is level-based: it re-reads the object and its children and converges; it
 never learns which trigger fired, or whether the object was created or updated. `N` workers
 run reconciles concurrently, never two of the same key (the queue guarantees it).
@@ -158,6 +163,7 @@ class Controller:
         self._watches: list[_Watch] = []
         self._failed: dict[ObjectKey, Signature | None] = {}
         self._started: dict[ObjectKey, Signature] = {}
+        self._intents: dict[ObjectKey, tuple[Any, ...]] = {}
         self._forced: set[ObjectKey] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._watch_tasks: list[asyncio.Task[None]] = []
@@ -168,6 +174,7 @@ class Controller:
         # Counters for tests and debugging.
         self.resyncs = 0
         self.skipped = 0
+        self.status_only = 0
         QUEUE_DEPTH.labels(controller=name).set_function(lambda: len(self.queue))
 
     # --- wiring ---------------------------------------------------------------------
@@ -322,10 +329,16 @@ class Controller:
             if event.type == "DELETED":
                 self._failed.pop(key, None)
                 self._started.pop(key, None)
+                self._intents.pop(key, None)
                 self.queue.forget(key)
                 self._trigger(key, forced=True)
-            else:
-                self._trigger(key, forced=_signature(event.object) != self._started.get(key))
+                return
+            intent = _intent(event.object)
+            if self._intents.get(key) == intent:
+                self.status_only += 1  # our own status write, most often: nothing to do
+                return
+            self._intents[key] = intent
+            self._trigger(key, forced=_signature(event.object) != self._started.get(key))
             return
         try:
             keys = list(watch.mapper(event.object))
@@ -494,6 +507,18 @@ def _signature(obj: dict[str, Any]) -> Signature:
         str(metadata.get("uid", "")),
         metadata.get("generation"),
         bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def _intent(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What in a primary a reconcile acts on: everything but its status and bookkeeping."""
+    metadata = obj.get("metadata") or {}
+    return (
+        *_signature(obj),
+        repr(sorted((metadata.get("labels") or {}).items())),
+        repr(sorted((metadata.get("annotations") or {}).items())),
+        tuple(metadata.get("finalizers") or ()),
+        repr(metadata.get("ownerReferences") or []),
     )
 
 

@@ -181,6 +181,50 @@ async def test_a_permanent_error_waits_for_a_spec_change(
     assert metric("ekiben_reconcile_total", controller="test-permanent", outcome="permanent") == 4
 
 
+async def test_a_status_write_does_not_wake_the_reconcile_but_an_annotation_does(
+    kube_api: client.ApiClient, kube_namespace: str, objects: Objects
+) -> None:
+    await create_request(objects, kube_namespace, "quiet")
+    key = (kube_namespace, "quiet")
+    passes: list[str] = []
+
+    async def reconcile(key: ObjectKey) -> None:
+        obj = await objects.get(BENTO_REQUEST, key)
+        assert obj is not None
+
+        def ready(live: dict[str, Any]) -> dict[str, Any]:  # a new status on every pass
+            return {"image": f"registry.test/pass:{len(passes) + 1}"}
+
+        await objects.update_status(BENTO_REQUEST, key, ready, read=obj)
+        passes.append(obj["metadata"]["resourceVersion"])
+
+    watcher = request_watcher(kube_api, kube_namespace)
+    controller = Controller("test-status-only", reconcile, resync_seconds=None)
+    controller.watch(watcher)
+
+    def delivered(obj: dict[str, Any]) -> bool:
+        rv = str(obj["metadata"]["resourceVersion"])
+        return str(watcher.known[key]["metadata"]["resourceVersion"]) == rv
+
+    async with controller.running():
+        await until(lambda: len(passes) == 1, what="the first pass")
+        written = await objects.get(BENTO_REQUEST, key)
+        assert written is not None
+        assert written["status"] == {"image": "registry.test/pass:1"}
+        await until(lambda: delivered(written), what="the status write's own event")
+        await asyncio.sleep(0.3)  # a reconcile woken by it would have started
+        assert passes == [passes[0]]
+        assert controller.status_only >= 1
+
+        annotated = await objects.patch(
+            BENTO_REQUEST, key, {"metadata": {"annotations": {"ekiben.dev/rebuild": "1"}}}
+        )
+        await until(lambda: len(passes) == 2, what="the pass the annotation asks for")
+        assert int(passes[1]) >= int(annotated["metadata"]["resourceVersion"])
+        await asyncio.sleep(0.3)
+        assert len(passes) == 2  # and its status write, again, woke nobody
+
+
 async def test_events_of_owned_and_labelled_children_reconcile_the_parent(
     kube_api: client.ApiClient, kube_namespace: str, objects: Objects
 ) -> None:
