@@ -129,7 +129,14 @@ class BuilderController:
             from services.builder.backends.kubernetes import KubernetesBackend  # noqa: PLC0415
 
             assert self.objects is not None
-            return KubernetesBackend(self.service, self.objects, api, self.settings)
+            return KubernetesBackend(
+                self.service,
+                self.objects,
+                api,
+                self.settings,
+                work_dir=self.settings.containers.state_dir / "checks",
+                wake=controller.enqueue,
+            )
         return LocalBackend(
             self.service,
             tools,
@@ -206,6 +213,10 @@ class BuilderController:
         # a listed watch that does not know it says it is new (no GET before the apply).
         known = [w.known[key] for w in self._requests if key in w.known]
         listed = bool(self._requests) and all(w.resource_version for w in self._requests)
+        leading = self.elector is not None and self.elector.is_leader
+        reconciler = self.reconciler if leading and self.controller is not None else None
+        if reconciler is not None:  # the tag's HEAD runs beside the apply, not after it
+            reconciler.prefetch(build)
         try:
             if known or listed:
                 written, _ = await self.objects.apply_if_changed(
@@ -214,6 +225,8 @@ class BuilderController:
             else:
                 written, _ = await self.objects.apply_if_changed(BENTO_REQUEST, manifest)
         except ApiException as exc:
+            if reconciler is not None:
+                reconciler.discard(build.id)
             if exc.status in (400, 422):
                 # Refused for what it says, not for when: another try would be refused too.
                 await self.service.failed(
@@ -224,9 +237,8 @@ class BuilderController:
                 )
                 return
             raise Unavailable(f"cannot write BentoRequest {key[0]}/{key[1]}: {exc.status}") from exc
-        if self.controller is not None and self.elector is not None and self.elector.is_leader:
-            if self.reconciler is not None:
-                self.reconciler.written(key, written)
+        if reconciler is not None and self.controller is not None:
+            reconciler.written(key, written)
             self.controller.enqueue(key)
 
     async def ready(self) -> None:

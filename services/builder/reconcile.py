@@ -24,6 +24,8 @@ written only when it changes; each step that happens records one Kubernetes Even
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +54,8 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 MAX_ATTEMPTS = 3
+# How long a manifest HEAD started beside an announcement's apply stays an answer.
+PREFETCH_SECONDS = 5.0
 # How often a running build is looked at when nothing wakes the reconciler earlier.
 POLL_SECONDS = 30.0
 
@@ -78,9 +82,31 @@ class BuildReconciler:
         # The BentoRequest this process has just written, for the reconcile it enqueues: the
         # first look at a new request costs no GET (a later change comes with its watch event).
         self._written: dict[ObjectKey, dict[str, Any]] = {}
+        # Manifest HEADs started beside the apply of a new build's request (by build id):
+        # the reconcile that follows takes the answer instead of asking the registry again.
+        self._prefetched: dict[str, tuple[float, asyncio.Task[str | None]]] = {}
 
     def written(self, key: ObjectKey, obj: dict[str, Any]) -> None:
         self._written[key] = obj
+
+    def prefetch(self, build: BuildRow) -> None:
+        """Start the tag's manifest HEAD now, for the reconcile `build`'s apply enqueues."""
+        if build.force or build.status is not BuildStatus.PENDING:
+            return
+        now = time.monotonic()
+        for build_id, (since, _) in list(self._prefetched.items()):
+            if now - since > PREFETCH_SECONDS:
+                self.discard(build_id)  # its reconcile went another way
+        task = asyncio.create_task(self._lookup(build))
+        # Its failure is the reconcile's to report (awaiting it raises); unawaited, it is quiet.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._prefetched[build.id] = (now, task)
+
+    def discard(self, build_id: str) -> None:
+        """Drop a prefetched HEAD nobody will take (the apply failed, the reconcile went on)."""
+        found = self._prefetched.pop(build_id, None)
+        if found is not None:
+            found[1].cancel()
 
     # --- the loop body ------------------------------------------------------------------
 
@@ -105,7 +131,7 @@ class BuildReconciler:
         if build.status is BuildStatus.SUCCEEDED:
             bento_ready = await self._publish(request, key, organization, build)
         job_name = (outcome.job_name if outcome else None) or self.backend.job_for(build)
-        await self._write_status(key, generation, build, bento_ready, job_name)
+        await self._write_status(key, generation, build, bento_ready, job_name, request)
         del spec
         return result
 
@@ -202,7 +228,7 @@ class BuildReconciler:
     async def _pending(
         self, request: dict[str, Any], key: ObjectKey, build: BuildRow
     ) -> tuple[BuildRow, Result | None]:
-        if not build.force and (digest := await self._lookup(build)) is not None:
+        if not build.force and (digest := await self._prefetched_lookup(build)) is not None:
             done = await self.service.succeeded(
                 build, digest=digest, reason="ImageFound", message="already in the registry"
             )
@@ -312,6 +338,7 @@ class BuildReconciler:
         build: BuildRow,
         bento_ready: bool,
         job_name: str | None,
+        read: dict[str, Any],
     ) -> None:
         def mutate(obj: dict[str, Any]) -> dict[str, Any]:
             status, _ = render.request_status(
@@ -323,7 +350,7 @@ class BuildReconciler:
             )
             return status
 
-        await self.objects.update_status(BENTO_REQUEST, key, mutate)
+        await self.objects.update_status(BENTO_REQUEST, key, mutate, read=read)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -349,6 +376,14 @@ class BuildReconciler:
         if self.settings.backend == "kubernetes":
             return float(self.settings.job.active_deadline_seconds)
         return self.settings.containers.build_timeout_seconds
+
+    async def _prefetched_lookup(self, build: BuildRow) -> str | None:
+        found = self._prefetched.get(build.id)
+        if found is None or time.monotonic() - found[0] > PREFETCH_SECONDS:
+            self.discard(build.id)
+            return await self._lookup(build)
+        del self._prefetched[build.id]
+        return await found[1]
 
     async def _lookup(self, build: BuildRow) -> str | None:
         repository = build.image_repository.split("/", 1)[1]

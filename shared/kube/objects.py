@@ -209,7 +209,13 @@ class Objects:
         return await self.apply(kind, desired), True
 
     async def update_status(
-        self, kind: Kind, key: ObjectKey, mutate: StatusMutation, *, attempts: int = 5
+        self,
+        kind: Kind,
+        key: ObjectKey,
+        mutate: StatusMutation,
+        *,
+        attempts: int = 5,
+        read: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Write the status `mutate(obj)` computes, re-reading on 409 conflicts.
 
@@ -217,9 +223,11 @@ class Objects:
         status, or None for "leave it". Returns the object as written, the live object when
         nothing needed writing, or None when the object does not exist. After `attempts`
         conflicts in a row it raises TemporaryError, which a controller retries with backoff.
+        `read` is the object as the caller has just read it: the first try starts from it
+        instead of a GET (its resourceVersion makes a stale copy a 409, then a re-read).
         """
-        for _ in range(attempts):
-            live = await self.get(kind, key)
+        for attempt in range(attempts):
+            live = read if attempt == 0 and read is not None else await self.get(kind, key)
             if live is None:
                 return None
             proposed = mutate(copy.deepcopy(live))
