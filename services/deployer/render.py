@@ -504,6 +504,9 @@ _CRASHES = {"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerEr
             "RunContainerError"}  # fmt: skip
 
 
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
 def pod_problem(pods: Iterable[dict[str, Any]]) -> tuple[str, str] | None:
     """The first reason a pod of these is not running: (reason, message), or None."""
     for pod in pods:
@@ -524,6 +527,21 @@ def pod_problem(pods: Iterable[dict[str, Any]]) -> tuple[str, str] | None:
             ):
                 return "Unschedulable", f"{pod['metadata']['name']}: {condition.get('message', '')}"
     return None
+
+
+def _only_starting(pods: Iterable[dict[str, Any]]) -> bool:
+    """Whether every pod that is not ready is one still coming up (pending, or its
+    containers being created), not one that ran and stopped answering its readiness probe."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        if conditions.get("Ready") == "True" or status.get("phase") == "Pending":
+            continue
+        states = [c.get("state") or {} for c in status.get("containerStatuses") or []]
+        if states and all((s.get("waiting") or {}).get("reason") in _STARTING for s in states):
+            continue
+        return False
+    return True
 
 
 def observe(
@@ -569,13 +587,14 @@ def observe(
         # ReplicaSet is available; until then replicas coming and going are progress.
         complete = current and progressing.get("reason") == "NewReplicaSetAvailable"
         available = (conditions.get("Available") or {}).get("status") == "True"
+        service_pods = pods.get(dns_part(child.service), [])
         if not complete:
             rolling = True
-        elif not available:
+        elif not available and not (have and _only_starting(service_pods)):
             unhealthy.append(child.name)
-        elif have < wanted:
+        elif have < wanted:  # the replicas not ready yet are being added (an autoscaler)
             scaling.append(child.name)
-        problem = problem or pod_problem(pods.get(dns_part(child.service), []))
+        problem = problem or pod_problem(service_pods)
     if problem is not None and problem[0] in ("ImagePullFailed", "CrashLoop"):
         status = DeploymentStatus.UNHEALTHY if ready else DeploymentStatus.FAILED
         return Observed(status, problem[0], problem[1], replicas, ready, services)

@@ -172,8 +172,14 @@ def deployment(name: str, *, ready: int, wanted: int = 1, complete: bool = True,
     }  # fmt: skip
 
 
-def pod(reason: str | None = None, unschedulable: bool = False) -> dict[str, Any]:
-    status: dict[str, Any] = {}
+def pod(
+    reason: str | None = None, unschedulable: bool = False, phase: str | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase} if phase else {}
+    if phase:
+        ready = "True" if phase == "Ready" else "False"
+        status.update(phase="Running" if phase == "Ready" else phase)
+        status["conditions"] = [{"type": "Ready", "status": ready}]
     if reason:
         status["containerStatuses"] = [{"state": {"waiting": {"reason": reason, "message": "m"}}}]
     if unschedulable:
@@ -191,6 +197,16 @@ def pod(reason: str | None = None, unschedulable: bool = False) -> dict[str, Any
         (deployment("shop-front", ready=1), [], DeploymentStatus.RUNNING, "Running"),
         (deployment("shop-front", ready=2, wanted=3), [], DeploymentStatus.RUNNING, "Scaling"),
         (deployment("shop-front", ready=0, available=False), [], DeploymentStatus.UNHEALTHY,
+         "ReplicasUnavailable"),
+        # An autoscaler adding a replica: the Deployment is unavailable until it is up.
+        (deployment("shop-front", ready=1, wanted=2, available=False),
+         [pod(phase="Ready"), pod(phase="Pending")], DeploymentStatus.RUNNING, "Scaling"),
+        (deployment("shop-front", ready=1, wanted=2, available=False),
+         [pod(phase="Ready"), pod("ContainerCreating", phase="Running")],
+         DeploymentStatus.RUNNING, "Scaling"),
+        # A replica that ran and stopped answering its readiness probe.
+        (deployment("shop-front", ready=1, wanted=2, available=False),
+         [pod(phase="Ready"), pod(phase="Running")], DeploymentStatus.UNHEALTHY,
          "ReplicasUnavailable"),
         (deployment("shop-front", ready=0, complete=False), [pod("ImagePullBackOff")],
          DeploymentStatus.FAILED, "ImagePullFailed"),
