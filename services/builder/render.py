@@ -302,11 +302,16 @@ def request_status(
 # --- build Jobs (the kubernetes backend) ----------------------------------------------------
 
 JOB_SCRIPT = """set -eu
-cd /workspace
+cd "${WORKSPACE:-/workspace}"
 echo "--- downloading the bento"
 curl -fsS --retry 3 -o bento.tar "$BENTO_URL"
+# The builder checked this archive (no '..', absolute paths, devices or escaping links):
+# these must be the same bytes. GNU tar's own refusals of '..' and '/' stay on top.
+if [ -n "${BENTO_SHA256:-}" ]; then
+  echo "$BENTO_SHA256  bento.tar" | sha256sum -c - >/dev/null \
+    || { echo "the bento archive is not the one the builder checked"; exit 4; }
+fi
 mkdir context
-# GNU tar refuses members with '..' and strips leading '/'; no owners, no devices.
 tar -xf bento.tar -C context --no-same-owner --no-same-permissions --exclude-vcs
 rm bento.tar
 test -f context/env/docker/Dockerfile || { echo "no env/docker/Dockerfile"; exit 3; }
@@ -314,7 +319,8 @@ echo "--- building $IMAGE"
 buildah bud --layers --isolation chroot --storage-driver vfs $BUILD_ARGS \\
   -f context/env/docker/Dockerfile -t "$IMAGE" context
 echo "--- pushing $IMAGE"
-buildah push --storage-driver vfs --digestfile /dev/termination-log $AUTH "$IMAGE" "docker://$IMAGE"
+buildah push --storage-driver vfs --digestfile "${DIGEST_FILE:-/dev/termination-log}" $AUTH \\
+  "$IMAGE" "docker://$IMAGE"
 """
 
 
@@ -328,6 +334,7 @@ def build_job(
     build: Build,
     image: str,
     download_url: str,
+    archive_sha256: str = "",
     deadline_seconds: int,
     registry_secret: str | None,
     service_account: str | None,
@@ -350,6 +357,7 @@ def build_job(
     args = " ".join(f"--build-arg {_sh(f'{k}={v}')}" for k, v in sorted(build_args.items()))
     env: list[dict[str, Any]] = [
         {"name": "BENTO_URL", "value": download_url},
+        {"name": "BENTO_SHA256", "value": archive_sha256},
         {"name": "IMAGE", "value": build.target},
         {"name": "BUILD_ARGS", "value": args + ("" if tls_verify else " --tls-verify=false")},
         {

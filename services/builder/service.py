@@ -117,15 +117,21 @@ class BuildService:
             )
         return found
 
-    async def presign_download(self, build: contract.Build) -> str:
-        """A short-lived URL of the bento archive (the builder holds no S3 credentials)."""
+    async def presign_download(
+        self, build: contract.Build, *, expires_seconds: int | None = None
+    ) -> str:
+        """A short-lived URL of the bento archive (the builder holds no S3 credentials).
+
+        It expires after `expires_seconds` or the registry's own expiry, whichever is sooner.
+        """
         presigned = await self._rpc.call(
             reg.PRESIGN_DOWNLOAD,
-            reg.VersionRef(
+            reg.PresignDownload(
                 scope=reg.Scope(organization=build.organization, actor="builder"),
                 kind=reg.Kind.BENTO,
                 repository=build.bento_name,
                 version=build.bento_version,
+                expires_seconds=expires_seconds,
             ),
         )
         return presigned.url

@@ -52,6 +52,7 @@ from shared.contracts.registry import (
     ListRepositories,
     ListVersions,
     Page,
+    PresignDownload,
     PresignedUrl,
     PresignPart,
     Repository,
@@ -559,14 +560,14 @@ class RegistryService:
             )
         return size, None
 
-    async def presign_download(self, ref: VersionRef) -> PresignedUrl:
+    async def presign_download(self, ref: PresignDownload) -> PresignedUrl:
         async with self._pool().acquire() as conn:
             row = await self._resolve(conn, ref)
         if row.upload_status is not UploadStatus.SUCCESS:
             raise NotFound(
                 f"{ref.kind} {row.tag} has no uploaded archive (upload {row.upload_status})"
             )
-        presigned = await self._blobs.presign_get(row.object_key)
+        presigned = await self._blobs.presign_get(row.object_key, ref.expires_seconds)
         return _presigned(presigned, row)
 
     # --- housekeeping ----------------------------------------------------------------------

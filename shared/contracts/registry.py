@@ -151,6 +151,11 @@ class VersionRef(_Command):
     version: TagPart
 
 
+class PresignDownload(VersionRef):
+    # Sooner than the registry's own expiry (a URL handed to a build Job); never later.
+    expires_seconds: int | None = Field(default=None, ge=1)
+
+
 class GetVersion(VersionRef):
     # Also return the repository (without its counts): one round trip instead of two.
     include_repository: bool = False
@@ -264,7 +269,7 @@ START_MULTIPART = Command(SERVICE, "upload.multipart.start", VersionRef, Version
 PRESIGN_PART = Command(SERVICE, "upload.multipart.presign_part", PresignPart, PresignedUrl)
 COMPLETE_MULTIPART = Command(SERVICE, "upload.multipart.complete", CompleteMultipart, Version)
 FINISH_UPLOAD = Command(SERVICE, "upload.finish", FinishUpload, Version)
-PRESIGN_DOWNLOAD = Command(SERVICE, "download.presign", VersionRef, PresignedUrl)
+PRESIGN_DOWNLOAD = Command(SERVICE, "download.presign", PresignDownload, PresignedUrl)
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     GET_REPOSITORY,

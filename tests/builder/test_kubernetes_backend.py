@@ -10,18 +10,24 @@ gives a Bento, its failure `build.failed` and a False condition with the reason.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.builder.adapters.buildah import Buildah
 from services.builder.adapters.containers import ContainerEnvironment
+from services.builder.adapters.skopeo import Skopeo
 from shared.kube.kinds import JOB
 from tests.builder.conftest import BuilderStack, upload_bento, wait_for
+from tests.builder.test_failures import unsafe_tar
 from tests.builder.test_operator import conditions
 
 pytestmark = [pytest.mark.k8s, pytest.mark.images, pytest.mark.timeout(600)]
@@ -33,6 +39,7 @@ JOB_SETTINGS = {
     "node_selector": {"ekiben.dev/pool": "build"},
     "tolerations": [{"key": "ekiben.dev/build", "operator": "Exists", "effect": "NoSchedule"}],
     "active_deadline_seconds": 900,
+    "download_url_seconds": 300,
 }
 
 
@@ -107,7 +114,8 @@ async def test_a_job_per_build_carrying_the_settings_and_its_success_gives_a_ben
 ) -> None:
     async with builder_stack(backend="kubernetes", job=JOB_SETTINGS) as bs:
         bs: BuilderStack  # type: ignore[no-redef]
-        await upload_bento(bs, "jobbed", "v1", bento_tar())
+        archive = bento_tar()
+        await upload_bento(bs, "jobbed", "v1", archive)
         job = await job_of(bs)
         pod = job["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -122,6 +130,9 @@ async def test_a_job_per_build_carrying_the_settings_and_its_success_gives_a_ben
         assert secret["secretName"] == "ekiben-regcred"
         env = {e["name"]: e.get("value", "") for e in container["env"]}
         assert "X-Amz-Signature=" in env["BENTO_URL"]  # presigned, short-lived
+        assert "X-Amz-Expires=300&" in env["BENTO_URL"]  # job.download_url_seconds
+        # The bytes the builder checked before writing the Job, which the Job insists on.
+        assert env["BENTO_SHA256"] == hashlib.sha256(archive).hexdigest()
         assert not any(name.startswith("AWS") for name in env)
         s3_secret = bs.stack.registry.settings.s3.secret_access_key
         assert s3_secret.get_secret_value() not in str(job)
@@ -183,3 +194,82 @@ async def test_a_failed_job_fails_the_build_with_the_reason(
         assert conditions(request)["ImageBuilding"]["status"] == "False"
         assert "backoff limit" in conditions(request)["ImageBuilding"]["message"]
         assert await bs.bento(resource) is None
+
+
+async def test_an_unsafe_archive_fails_the_build_before_any_job_is_written(
+    builder_stack: Callable[..., Any],
+) -> None:
+    async with builder_stack(backend="kubernetes", job=JOB_SETTINGS) as bs:
+        bs: BuilderStack  # type: ignore[no-redef]
+        await upload_bento(bs, "evil", "v1", unsafe_tar())
+
+        async def build() -> dict[str, Any] | None:
+            builds = await bs.builds()
+            return builds[0] if builds else None
+
+        first = await wait_for(build, timeout=30, what="the build")
+        done = await bs.build_done(first["id"], timeout=60)
+        assert done["status"] == "failed"
+        assert done["reason"] == "UnsafeArchive"
+        assert "outside-the-context" in done["message"]
+        assert await bs.objects.list(JOB, bs.namespace) == []
+        assert not list(bs.settings.containers.state_dir.rglob("outside-the-context"))
+        failed = await bs.events("build.failed")
+        assert [e["data"]["reason"] for e in failed] == ["UnsafeArchive"]
+
+
+async def run_job_script(job: dict[str, Any], workspace: Path, env: dict[str, str]) -> str:
+    """The Job's own command and environment, run here (kwok pods never run)."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    job_env = {e["name"]: e.get("value", "") for e in container["env"]}
+    here = {"WORKSPACE": str(workspace), "DIGEST_FILE": str(workspace / "digest")}
+    process = await asyncio.create_subprocess_exec(
+        *container["command"],
+        env={**os.environ, **env, **here, **job_env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    text = out.decode(errors="replace")
+    assert process.returncode is not None
+    return f"exit {process.returncode}\n{text}"
+
+
+async def test_the_job_script_builds_and_pushes_the_checked_bento_and_refuses_other_bytes(
+    builder_stack: Callable[..., Any], tmp_path: Path, container_env: ContainerEnvironment
+) -> None:
+    # A vfs store of its own, as in the Job's emptyDir (the script asks for vfs).
+    store = tmp_path / "job-store"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{store}"\nrunroot = "{store}-run"\n')
+    env = {"CONTAINERS_STORAGE_CONF": str(conf)}
+    settings = {**JOB_SETTINGS, "registry_secret": None}
+    async with builder_stack(backend="kubernetes", job=settings) as bs:
+        bs: BuilderStack  # type: ignore[no-redef]
+        await upload_bento(bs, "scripted", "v1", bento_tar())
+        job = await job_of(bs)
+        [build] = await bs.builds()
+
+        workspace = tmp_path / "workspace"
+        workspace.mkdir()
+        result = await run_job_script(job, workspace, env)
+        assert result.startswith("exit 0\n"), result
+        digest = (workspace / "digest").read_text().strip()
+        assert digest.startswith("sha256:")
+        target = f"{build['image_repository']}:{build['image_tag']}"
+        inspected = await Skopeo(container_env).inspect(f"docker://{target}", tls_verify=False)
+        assert inspected["Digest"] == digest
+
+        # Other bytes behind the same URL (a re-push racing the Job): refused, not built.
+        tampered = dict(job)
+        container = dict(job["spec"]["template"]["spec"]["containers"][0])
+        container["env"] = [
+            {**e, "value": "0" * 64} if e["name"] == "BENTO_SHA256" else e for e in container["env"]
+        ]
+        tampered["spec"] = {"template": {"spec": {"containers": [container]}}}
+        again = tmp_path / "again"
+        again.mkdir()
+        result = await run_job_script(tampered, again, env)
+        assert result.startswith("exit 4\n"), result
+        assert "not the one the builder checked" in result
+        assert not (again / "context").exists()

@@ -16,11 +16,17 @@ set-uid bits, no writing through a symlink that leaves the destination, owner an
 of this process). Nothing is written outside `dest_dir`; on refusal, what was already
 extracted is removed again. The archive is read once, front to back, so a stream (an
 HTTP response body being read) works as well as a file.
+
+`fetch_bento(url, dest_dir, expected_digest)` is what both build backends do with a bento:
+download it through its presigned URL, check that its sha256 is the one the build was
+requested for (the image tag derives from it: a re-push that replaced the archive since
+cannot put other content under that tag), and unpack it as above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import posixpath
 import shutil
@@ -30,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.errors import PermanentError
+import httpx
+
+from shared.errors import EkibenError, PermanentError
 
 DEFAULT_MAX_BYTES = 20 * 1024**3  # models are not inside a bento; its code and lock files are
 DEFAULT_MAX_ENTRIES = 200_000
@@ -50,6 +58,9 @@ class ExtractedBento:
     root: Path
     entries: int
     total_bytes: int
+    # The archive as downloaded (fetch_bento): its size and sha256 (hex).
+    archive_bytes: int = 0
+    archive_sha256: str = ""
 
     @property
     def dockerfile(self) -> Path:
@@ -231,4 +242,68 @@ async def extract_bento(
     """
     return await asyncio.to_thread(
         extract_bento_sync, source, dest_dir, max_bytes=max_bytes, max_entries=max_entries
+    )
+
+
+_CHUNK = 1024 * 1024
+
+
+async def fetch_bento(
+    url: str,
+    dest_dir: Path,
+    *,
+    expected_digest: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ExtractedBento:
+    """Download the bento at the presigned `url`, check its digest, unpack it in `dest_dir`.
+
+    `dest_dir` gets `context/` (the unpacked bento); the archive itself is removed.
+    `expected_digest` is the build's content digest: `sha256:<hex>` is checked against the
+    bytes (`PermanentError`, reason `ArchiveChanged`, when they differ); any other form (a
+    bento uploaded before archives were hashed) is not. Refusals are `extract_bento`'s; a
+    download that fails on the way is an `EkibenError` (another attempt may succeed).
+    """
+    await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
+    archive = dest_dir / "bento.tar"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=300.0)) as http,
+            http.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise PermanentError(
+                    f"bento download answered {response.status_code}",
+                    reason="BentoDownloadFailed",
+                )
+            with archive.open("wb") as out:
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UnsafeArchive(
+                            f"unsafe bento archive: larger than the limit of {max_bytes} bytes"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise EkibenError(f"bento download failed: {type(exc).__name__}: {exc}") from exc
+    actual = digest.hexdigest()
+    if expected_digest.startswith("sha256:") and expected_digest != f"sha256:{actual}":
+        archive.unlink(missing_ok=True)
+        raise PermanentError(
+            f"the bento archive changed since the build was requested (expected "
+            f"{expected_digest}, downloaded sha256:{actual}): a new push builds the new content",
+            reason="ArchiveChanged",
+        )
+    try:
+        extracted = await extract_bento(archive, dest_dir / "context", max_bytes=max_bytes)
+    finally:
+        archive.unlink(missing_ok=True)
+    return ExtractedBento(
+        root=extracted.root,
+        entries=extracted.entries,
+        total_bytes=extracted.total_bytes,
+        archive_bytes=size,
+        archive_sha256=actual,
     )

@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from services.builder.adapters.bento_archive import extract_bento
+from services.builder.adapters.bento_archive import fetch_bento
 from services.builder.adapters.buildah import BuildFailed, PushRefused
 from services.builder.adapters.process import ToolTimeout
 from services.builder.adapters.tools import ContainerTools
@@ -36,8 +34,6 @@ from shared.logging import get_logger
 from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
-
-_CHUNK = 1024 * 1024
 
 
 class LocalBackend:
@@ -144,9 +140,12 @@ class LocalBackend:
         work.mkdir(parents=True)
         try:
             await logs.line(f"--- attempt {build.attempts}: {build.bento} -> {build.target}")
-            archive = await self._download(build, work / "bento.tar", logs)
-            extracted = await extract_bento(archive, work / "context")
-            archive.unlink(missing_ok=True)
+            url = await self.service.presign_download(build)
+            extracted = await fetch_bento(url, work, expected_digest=build.content_digest)
+            await logs.line(
+                f"--- downloaded the bento archive ({extracted.archive_bytes} B, "
+                f"sha256:{extracted.archive_sha256})"
+            )
             if not extracted.has_dockerfile():
                 raise PermanentError(  # noqa: TRY301 - mapped to an outcome below
                     f"bento {build.bento} has no env/docker/Dockerfile (built with bentoml < 1.2?)",
@@ -211,28 +210,6 @@ class LocalBackend:
         repository = build.image_repository.split("/", 1)[1]
         async with self.tools.registry_client() as registry:
             return await registry.manifest_digest(repository, build.image_tag)
-
-    async def _download(self, build: BuildRow, path: Path, logs: LogWriter) -> Path:
-        url = await self.service.presign_download(build)
-        size = 0
-        try:
-            async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=300.0)) as http,
-                http.stream("GET", url) as response,
-            ):
-                if response.status_code != 200:
-                    raise PermanentError(
-                        f"bento download answered {response.status_code}",
-                        reason="BentoDownloadFailed",
-                    )
-                with path.open("wb") as out:
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        out.write(chunk)
-                        size += len(chunk)
-        except httpx.HTTPError as exc:
-            raise EkibenError(f"bento download failed: {type(exc).__name__}: {exc}") from exc
-        await logs.line(f"--- downloaded the bento archive ({size} B)")
-        return path
 
 
 def _image_labels(build: BuildRow) -> dict[str, str]:

@@ -569,7 +569,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def presign_download_url(
         request: Request, principal: Reader, name: TagName, version: TagVersion
     ) -> BaseModel:
-        ref = version_ref(principal, name, version)
+        ref = on_version(reg.PresignDownload, principal, name, version)
         # The registry refuses a version with no finished upload (the client's only
         # not-found report on a pull); a proxy-only answer then leaves the URL out.
         signed = await _call(request, reg.PRESIGN_DOWNLOAD, ref)
@@ -584,7 +584,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def proxy_download(
         request: Request, principal: Reader, name: TagName, version: TagVersion
     ) -> StreamingResponse:
-        ref = version_ref(principal, name, version)
+        ref = on_version(reg.PresignDownload, principal, name, version)
         signed = await _call(request, reg.PRESIGN_DOWNLOAD, ref)
         upstream = await request.app.state.transfers.open_get(signed.url)
 

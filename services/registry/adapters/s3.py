@@ -135,10 +135,14 @@ class BlobStore:
 
     # --- presigned URLs (no request to the store) -----------------------------------------
 
-    async def _presign(self, method: str, params: dict[str, Any]) -> Presigned:
-        expires_at = datetime.now(UTC) + timedelta(seconds=self.expiry_seconds)
+    async def _presign(
+        self, method: str, params: dict[str, Any], seconds: int | None = None
+    ) -> Presigned:
+        """A URL for `method`, valid `seconds` (at most `expiry_seconds`, the default)."""
+        seconds = min(seconds or self.expiry_seconds, self.expiry_seconds)
+        expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
         url = await self.presigner.generate_presigned_url(
-            method, Params={"Bucket": self.bucket, **params}, ExpiresIn=self.expiry_seconds
+            method, Params={"Bucket": self.bucket, **params}, ExpiresIn=seconds
         )
         return Presigned(url=url, expires_at=expires_at)
 
@@ -146,8 +150,8 @@ class BlobStore:
         """A URL that accepts one `PUT` of the whole object (no Content-Type needed)."""
         return await self._presign("put_object", {"Key": key})
 
-    async def presign_get(self, key: str) -> Presigned:
-        return await self._presign("get_object", {"Key": key})
+    async def presign_get(self, key: str, seconds: int | None = None) -> Presigned:
+        return await self._presign("get_object", {"Key": key}, seconds)
 
     async def presign_upload_part(self, key: str, upload_id: str, part_number: int) -> Presigned:
         """A URL that accepts one `PUT` of part `part_number`; S3 answers with its ETag."""
