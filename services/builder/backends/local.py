@@ -175,6 +175,7 @@ class LocalBackend:
                 await logs.line(f"--- {build.target} is in the registry already: {digest}")
                 return Outcome("succeeded", digest=digest)
             registry = self.tools.registry
+            pushing = time.monotonic()
             digest = await self.tools.buildah.push(
                 build.target,
                 build.target,
@@ -182,7 +183,9 @@ class LocalBackend:
                 auth=self.tools.registry_auth,
                 log_sink=logs.line,
             )
-            await logs.line(f"--- pushed {build.image_repository}@{digest}")
+            await logs.line(
+                f"--- pushed {build.image_repository}@{digest} in {time.monotonic() - pushing:.1f}s"
+            )
             return Outcome("succeeded", digest=digest)
         except BuildFailed as exc:
             return Outcome(
