@@ -211,6 +211,7 @@ def test_external_values_reach_the_services(rendered: dict[str, list[dict[str, A
         "ml-team-a", "ml-team-b",
     ]  # fmt: skip
     builder = next(s for d, s in pod_specs(rendered["external"]) if component(d) == "builder")
+    assert {v["name"]: v for v in builder["volumes"]}["state"]["emptyDir"] == {"sizeLimit": "8Gi"}
     mounted = {v["name"]: v for v in builder["volumes"]}["registry-auth"]["secret"]
     assert mounted == {
         "secretName": "ekiben-regcred",
