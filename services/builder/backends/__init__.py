@@ -5,16 +5,20 @@ waiting: a build takes minutes, a reconcile milliseconds), `poll(build)` (runnin
 a digest, failed with a reason, or unknown to it: `absent`, e.g. after a restart of this
 process or a deleted Job) and `cancel(build)`. A backend reports completion by calling the
 `wake(key)` it was given, so the reconciler looks again at once instead of polling.
+Both keep the work they run in this process in a `BuildTasks`: a task per build and the
+Outcome it left.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from services.builder.repository import BuildRow
 from shared.kube.watch import ObjectKey
+from shared.tasks import stop_tasks
 
 State = Literal["running", "succeeded", "failed", "absent"]
 Wake = Callable[[ObjectKey], None]
@@ -60,3 +64,54 @@ class Backend(Protocol):
 
     async def shutdown(self) -> None:
         """Stop what runs here (a local build); its build resumes on the next leader."""
+
+
+class BuildTasks:
+    """What a backend runs in this process: one task per build, and the Outcome it left.
+
+    `start` runs `work()` unless that build's task is still running. When the task ends
+    (not when it is cancelled) its Outcome is kept, unless it is None (the backend's own
+    record says how it goes, e.g. the Job it wrote), and `wake(key)` is called.
+    """
+
+    def __init__(self, wake: Wake) -> None:
+        self._wake = wake
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: dict[str, Outcome] = {}
+
+    def running(self, build_id: str) -> bool:
+        task = self._tasks.get(build_id)
+        return task is not None and not task.done()
+
+    def outcome(self, build_id: str) -> Outcome | None:
+        return self._outcomes.get(build_id)
+
+    def start(
+        self, build_id: str, key: ObjectKey, work: Callable[[], Awaitable[Outcome | None]]
+    ) -> None:
+        if self.running(build_id):
+            return
+        self._outcomes.pop(build_id, None)
+
+        async def run() -> None:
+            outcome = await work()
+            if outcome is not None:
+                self._outcomes[build_id] = outcome
+            self._wake(key)
+
+        self._tasks[build_id] = asyncio.create_task(run(), name=f"build-{build_id}")
+
+    async def cancel(self, build_id: str) -> None:
+        task = self._tasks.pop(build_id, None)
+        if task is not None:
+            await stop_tasks([task], grace=0)
+        self._outcomes.pop(build_id, None)
+
+    def forget(self, build_id: str) -> None:
+        self._outcomes.pop(build_id, None)
+        self._tasks.pop(build_id, None)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        await stop_tasks(tasks, grace=0)

@@ -27,7 +27,7 @@ from kubernetes_asyncio import client
 
 from services.builder import render
 from services.builder.adapters.bento_archive import fetch_bento
-from services.builder.backends import BuildOrder, Outcome, Wake
+from services.builder.backends import BuildOrder, BuildTasks, Outcome, Wake
 from services.builder.repository import BuildRow
 from services.builder.service import BuildService
 from services.builder.settings import BuilderSettings
@@ -36,7 +36,6 @@ from shared.kube.kinds import JOB
 from shared.kube.objects import Objects
 from shared.kube.watch import Watcher
 from shared.logging import get_logger
-from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -59,10 +58,8 @@ class KubernetesBackend:
         self.batch = client.BatchV1Api(api)
         self.settings = settings
         self.work_dir = work_dir
-        self.wake = wake
         # Bentos being checked before their Job is written, and the ones refused.
-        self._checks: dict[str, asyncio.Task[None]] = {}
-        self._refused: dict[str, Outcome] = {}
+        self._checks = BuildTasks(wake)
 
     def watchers(self, namespace: str) -> list[Watcher]:
         selector = "app.kubernetes.io/managed-by=ekiben-builder"
@@ -76,9 +73,7 @@ class KubernetesBackend:
     async def shutdown(self) -> None:
         # Jobs run on without us and the next leader polls them; a check cut short leaves
         # no Job, which the next leader finds absent and starts again.
-        tasks = list(self._checks.values())
-        self._checks.clear()
-        await stop_tasks(tasks, grace=0)
+        await self._checks.stop()
 
     def job(self, order: BuildOrder, download_url: str, sha256: str = "") -> dict[str, Any]:
         job = self.settings.job
@@ -103,14 +98,12 @@ class KubernetesBackend:
     async def start(self, order: BuildOrder) -> None:
         build_id = order.build.id
         key = (order.request["metadata"]["namespace"], render.job_name(order.build))
-        task = self._checks.get(build_id)
-        if (task is not None and not task.done()) or await self.objects.get(JOB, key) is not None:
+        if self._checks.running(build_id) or await self.objects.get(JOB, key) is not None:
             return
-        self._refused.pop(build_id, None)
-        self._checks[build_id] = asyncio.create_task(self._submit(order), name=f"job-{build_id}")
+        self._checks.start(build_id, order.key, lambda: self._submit(order))
 
-    async def _submit(self, order: BuildOrder) -> None:
-        """Check the bento, then write the Job; a refusal is kept for `poll`."""
+    async def _submit(self, order: BuildOrder) -> Outcome | None:
+        """Check the bento, then write the Job (None); a refusal is the build's Outcome."""
         build = order.build
         work = self.work_dir / build.id
         try:
@@ -133,22 +126,20 @@ class KubernetesBackend:
             )
             await self.objects.apply(JOB, self.job(order, url, checked.archive_sha256))
         except PermanentError as exc:
-            self._refused[build.id] = Outcome("failed", reason=exc.reason, message=str(exc))
+            return Outcome("failed", reason=exc.reason, message=str(exc))
         except Exception as exc:  # noqa: BLE001 - the download or the API: try another attempt
             log.warning("builder.job.submit_failed", build_id=build.id, error=repr(exc))
-            self._refused[build.id] = Outcome(
+            return Outcome(
                 "failed", reason=getattr(exc, "reason", None) or "BuilderError",
                 message=f"the build Job could not be written: {exc}", retriable=True,
             )  # fmt: skip
-        finally:
-            self.wake(order.key)
+        return None
 
     async def poll(self, build: BuildRow, request: dict[str, Any]) -> Outcome:
         name = render.job_name(build)
-        if (refused := self._refused.get(build.id)) is not None:
+        if (refused := self._checks.outcome(build.id)) is not None:
             return refused
-        task = self._checks.get(build.id)
-        if task is not None and not task.done():
+        if self._checks.running(build.id):
             return Outcome("running", job_name=name)
         job = await self.objects.get(JOB, (request["metadata"]["namespace"], name))
         state, reason, message = render.job_state(job)
@@ -160,13 +151,9 @@ class KubernetesBackend:
         return render.job_name(build) if build.attempts else None
 
     async def cancel(self, build: BuildRow, request: dict[str, Any]) -> None:
-        task = self._checks.pop(build.id, None)
-        if task is not None:
-            await stop_tasks([task], grace=0)
-        self._refused.pop(build.id, None)
+        await self._checks.cancel(build.id)
         key = (request["metadata"]["namespace"], render.job_name(build))
         await self.objects.delete(JOB, key, propagation="Background")
 
     def forget(self, build_id: str) -> None:
-        self._refused.pop(build_id, None)
-        self._checks.pop(build_id, None)
+        self._checks.forget(build_id)

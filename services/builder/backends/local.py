@@ -25,13 +25,12 @@ from services.builder.adapters.bento_archive import fetch_bento
 from services.builder.adapters.buildah import BuildFailed, PushRefused
 from services.builder.adapters.process import ToolTimeout
 from services.builder.adapters.tools import ContainerTools
-from services.builder.backends import BuildOrder, Outcome, Wake
+from services.builder.backends import BuildOrder, BuildTasks, Outcome, Wake
 from services.builder.metrics import BUILDS_IN_PROGRESS
 from services.builder.repository import BuildRow
 from services.builder.service import BuildService, LogWriter
 from shared.errors import EkibenError, PermanentError
 from shared.logging import get_logger
-from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -51,10 +50,8 @@ class LocalBackend:
         self.service = service
         self.tools = tools
         self.work_dir = work_dir
-        self.wake = wake
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._results: dict[str, Outcome] = {}
+        self._tasks = BuildTasks(wake)
 
     async def startup(self) -> None:
         # Nothing builds here yet: working containers in the store were left by a killed
@@ -71,42 +68,28 @@ class LocalBackend:
                 log.info("builder.local.pruned", containers=len(removed))
 
     async def shutdown(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        await stop_tasks(tasks, grace=0)
+        await self._tasks.stop()
 
     async def start(self, order: BuildOrder) -> None:
-        build_id = order.build.id
-        task = self._tasks.get(build_id)
-        if task is not None and not task.done():
-            return
-        self._results.pop(build_id, None)
-        self._tasks[build_id] = asyncio.create_task(self._run(order), name=f"build-{build_id}")
+        self._tasks.start(order.build.id, order.key, lambda: self._run(order))
 
     async def poll(self, build: BuildRow, request: dict[str, Any]) -> Outcome:
-        if (result := self._results.get(build.id)) is not None:
+        if (result := self._tasks.outcome(build.id)) is not None:
             return result
-        task = self._tasks.get(build.id)
-        if task is not None and not task.done():
-            return Outcome("running")
-        return Outcome("absent")
+        return Outcome("running" if self._tasks.running(build.id) else "absent")
 
     async def cancel(self, build: BuildRow, request: dict[str, Any]) -> None:
-        task = self._tasks.pop(build.id, None)
-        if task is not None:
-            await stop_tasks([task], grace=0)
-        self._results.pop(build.id, None)
+        await self._tasks.cancel(build.id)
 
     def job_for(self, build: BuildRow) -> str | None:
         return None
 
     def forget(self, build_id: str) -> None:
-        self._results.pop(build_id, None)
-        self._tasks.pop(build_id, None)
+        self._tasks.forget(build_id)
 
     # --- one build --------------------------------------------------------------------
 
-    async def _run(self, order: BuildOrder) -> None:
+    async def _run(self, order: BuildOrder) -> Outcome:
         build = order.build
         began = time.monotonic()
         first = await self.service.last_log_seq(build) + 1
@@ -128,8 +111,7 @@ class LocalBackend:
             )  # fmt: skip
         finally:
             shutil.rmtree(self.work_dir / build.id, ignore_errors=True)
-        self._results[build.id] = outcome
-        self.wake(order.key)
+        return outcome
 
     async def _build(  # noqa: PLR0911 - one outcome per way a build ends
         self, order: BuildOrder, logs: LogWriter, began: float
