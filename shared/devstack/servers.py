@@ -185,12 +185,18 @@ def start_seaweedfs(
     *,
     access_key: str = "ekiben",
     secret_key: str = "ekiben-secret",  # noqa: S107 - loopback dev credentials, overridable
+    max_volumes: int = 1000,
     timeout: float = 30.0,
 ) -> S3Server:
     """`weed mini`: master, volume, filer and a SigV4-checking S3 gateway in one process.
 
     SeaweedFS also listens on each port + 10000 for gRPC, so ports are drawn until all of
     those are free too.
+
+    Each bucket is a SeaweedFS collection with volumes of its own, and left to itself
+    `weed` allows only free disk / 1 GiB volumes: 39 buckets on a disk with 40 GB free,
+    after which every write fails with InternalError. Volumes are not preallocated, so
+    `max_volumes` is set well above what a test session's buckets need.
     """
     begin = time.monotonic()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +223,7 @@ def start_seaweedfs(
         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
         f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-webdav=false", "-admin.ui=false", f"-s3.config={config}",
+        f"-volume.max={max_volumes}",
     ]  # fmt: skip
     (data_dir / "data").mkdir(exist_ok=True)
     proc = ManagedProcess.start("weed", argv, log_path=data_dir / "weed.log")
