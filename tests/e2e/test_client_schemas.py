@@ -72,6 +72,13 @@ async def deployments(rec: Recorder) -> None:
     )  # fmt: skip
     assert created["latest_revision"]["targets"][0]["bento"]["repository"]["name"] == "iris"
     cluster = created["cluster"]["name"]
+    full = await rec.read("ClusterFullSchema", "GET", f"/api/v1/clusters/{cluster}")
+    assert full["kube_config"] == ""
+    assert full["config"]["default_deployment_kube_namespace"] == created["kube_namespace"]
+    assert "cpu.small" in [t["name"] for t in full["resource_instances"]]
+    unknown = await rec.stack.call("GET", "/api/v1/clusters/nowhere")
+    assert unknown.status_code == 404
+    assert "no deployer has announced it" in unknown.text
     await rec.read(
         "DeploymentFullSchema", "GET", "/api/v2/deployments/iris", params={"cluster": cluster},
         module="v2",

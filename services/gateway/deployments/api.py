@@ -25,6 +25,7 @@ from services.gateway.artifacts.schemas import (
 from services.gateway.audit.service import audit
 from services.gateway.deployments import service as svc
 from services.gateway.deployments.schemas import (
+    ClusterFullSchema,
     ClusterSchema,
     CreateDeploymentBody,
     CreateSecretBody,
@@ -39,6 +40,7 @@ from services.gateway.deployments.schemas import (
 )
 from services.gateway.guard import GatewayRoute
 from services.gateway.identity.auth import Principal, Role, current_principal, require_role
+from services.gateway.identity.schemas import organization_schema
 from services.gateway.schemas import ListSchema, parse_page
 from services.gateway.settings import GatewaySettings
 from shared.bus import RpcClient
@@ -328,6 +330,22 @@ async def list_clusters(request: Request, principal: Reader) -> ListSchema[Clust
     known = await _clusters(request, principal)
     items = [svc.cluster_schema(c, c.name, principal.organization) for c in known.values()]
     return ListSchema[ClusterSchema](start=0, count=len(items), total=len(items), items=items)
+
+
+@clusters.get(
+    "/api/v1/clusters/{name}", response_model=ClusterFullSchema, responses=error_responses(404)
+)
+async def get_cluster(
+    request: Request,
+    principal: Reader,
+    name: Annotated[str, Path(description="The cluster's name.", max_length=63)],
+) -> ClusterFullSchema:
+    """A cluster its deployer has announced, with its namespace and instance types (never
+    its credentials: `kube_config` is empty)."""
+    cluster = (await _clusters(request, principal)).get(name)
+    if cluster is None:
+        raise NotFound(f"no cluster {name!r}: no deployer has announced it")
+    return svc.cluster_full_schema(cluster, organization_schema(principal.org))
 
 
 @clusters.get("/api/v1/instance_types", response_model=list[InstanceTypeSchema])

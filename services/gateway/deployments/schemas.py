@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.gateway.artifacts.schemas import BentoWithRepositorySchema
+from services.gateway.identity.schemas import OrganizationSchema
 from services.gateway.schemas import LabelSchema, ResourceSchema
 
 
@@ -174,6 +175,21 @@ class InstanceTypeSchema(ResourceSchema):
     display_name: str
     description: str
     config: InstanceTypeConfigSchema
+
+
+class ClusterConfigSchema(BaseModel):
+    default_deployment_kube_namespace: str
+
+
+class ClusterFullSchema(ClusterSchema):
+    """`GET /api/v1/clusters/{name}`: the cluster with its organization and instance types."""
+
+    organization: OrganizationSchema
+    # Never the cluster's credentials: only its deployer holds them.
+    kube_config: str = ""
+    config: ClusterConfigSchema
+    grafana_root_path: str = ""
+    resource_instances: list[InstanceTypeSchema]
 
 
 class SecretItemSchema(BaseModel):

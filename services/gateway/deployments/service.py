@@ -21,6 +21,8 @@ from services.gateway.artifacts.schemas import (
     CreatorSchema as ArtifactCreator,
 )
 from services.gateway.deployments.schemas import (
+    ClusterConfigSchema,
+    ClusterFullSchema,
     ClusterSchema,
     CreatorSchema,
     DeploymentConfigSchema,
@@ -42,6 +44,7 @@ from services.gateway.deployments.schemas import (
     ServiceConfigSchema,
     UpdateDeploymentBody,
 )
+from services.gateway.identity.schemas import OrganizationSchema
 from services.gateway.schemas import LabelSchema
 from shared.bus.rpc import invalid_input
 from shared.contracts import deployer as dep
@@ -225,6 +228,18 @@ def deployment_schema(
 
 def kube_event_schema(event: dep.KubeEvent) -> KubeEventSchema:
     return KubeEventSchema(**event.model_dump())
+
+
+def cluster_full_schema(
+    cluster: dep.Cluster, organization: OrganizationSchema
+) -> ClusterFullSchema:
+    summary = cluster_schema(cluster, cluster.name, organization.name)
+    return ClusterFullSchema(
+        **summary.model_dump(),
+        organization=organization,
+        config=ClusterConfigSchema(default_deployment_kube_namespace=cluster.namespace),
+        resource_instances=[instance_type_schema(t, cluster.name) for t in cluster.instance_types],
+    )
 
 
 def instance_type_schema(item: dep.InstanceType, cluster: str) -> InstanceTypeSchema:
