@@ -217,6 +217,10 @@ def test_external_values_reach_the_services(rendered: dict[str, list[dict[str, A
         "secretName": "ekiben-regcred",
         "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
     }
+    # The login line names what users outside reach: the gateway's Ingress, over TLS.
+    assert env["dashboard"]["EKIBEN_DASHBOARD_PUBLIC_GATEWAY_URL"]["value"] == (
+        "https://ekiben.example.com"
+    )
     urls = json.loads(env["dashboard"]["EKIBEN_DASHBOARD_SERVICE_URLS"]["value"])
     services = {d["metadata"]["name"]: d for d in by_kind(rendered["external"], "Service")}
     for name, url in urls.items():
@@ -302,6 +306,21 @@ def test_service_accounts_and_network_policies(
             {p["port"] for p in rule["ports"]} == api_ports for rule in policy.get("egress", [])
         )
         assert talks_to_api is name.endswith(("builder", "deployer")), name
+
+
+def test_the_dashboard_names_the_public_gateway_only_when_there_is_one(helm: Path) -> None:
+    def public_url(*sets: str) -> str | None:
+        docs = render(helm, sets=sets)
+        spec = next(s for d, s in pod_specs(docs) if component(d) == "dashboard")
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        return env.get("EKIBEN_DASHBOARD_PUBLIC_GATEWAY_URL")
+
+    assert public_url() is None  # the settings fall back to the in-cluster gateway URL
+    ingress = ("ingress.gateway.enabled=true", "ingress.gateway.hosts[0]=api.example.org")
+    assert public_url(*ingress) == "http://api.example.org"
+    assert public_url(*ingress, "dashboard.publicGatewayUrl=https://ml.example.org") == (
+        "https://ml.example.org"
+    )
 
 
 def test_ingresses_need_no_controller_annotation(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -229,6 +229,14 @@ seccompProfile:
 {{- else if eq .component "dashboard" }}
 - name: EKIBEN_DASHBOARD_GATEWAY_URL
   value: {{ printf "http://%s-gateway:%v" $full $v.gateway.service.port | quote }}
+{{- $public := $v.dashboard.publicGatewayUrl }}
+{{- if and (not $public) $v.ingress.gateway.enabled $v.ingress.gateway.hosts }}
+{{- $public = printf "%s://%s" (ternary "https" "http" (gt (len $v.ingress.gateway.tls) 0)) (first $v.ingress.gateway.hosts) }}
+{{- end }}
+{{- with $public }}
+- name: EKIBEN_DASHBOARD_PUBLIC_GATEWAY_URL
+  value: {{ . | quote }}
+{{- end }}
 - name: EKIBEN_DASHBOARD_SERVICE_URLS
   value: {{ dict "gateway" (printf "http://%s-gateway:%v" $full $v.gateway.service.port) "registry" (printf "http://%s-registry:%v" $full $v.registry.service.port) "builder" (printf "http://%s-builder:%v" $full $v.builder.service.port) "deployer" (printf "http://%s-deployer:%v" $full $v.deployer.service.port) | toJson | quote }}
 {{- end }}
