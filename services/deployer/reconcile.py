@@ -193,6 +193,7 @@ class DeploymentReconciler:
                 for c in children
             },
             self._pods(namespace, name),
+            settled=_settled(bd),
         )
         image = str((bento.get("spec") or {}).get("image", ""))
         await self._write_status(bd, observed, image=image, url=next(iter(urls(bd, options)), ""))
@@ -403,3 +404,12 @@ class DeploymentReconciler:
             if obj["metadata"].get("namespace") == namespace
             and (obj["metadata"].get("labels") or {}).get(DEPLOYMENT_LABEL) == name
         ]
+
+
+def _settled(bd: dict[str, Any]) -> bool:
+    """Whether the BentoDeployment's status says running, about its present generation."""
+    status = bd.get("status") or {}
+    generation = int(bd["metadata"].get("generation") or 0)
+    return status.get("phase") == DeploymentStatus.RUNNING.value and (
+        int(status.get("observedGeneration") or -1) == generation
+    )

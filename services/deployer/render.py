@@ -548,9 +548,23 @@ def observe(
     children: list[Child],
     live_deployments: dict[str, dict[str, Any] | None],
     pods: dict[str, list[dict[str, Any]]],
+    *,
+    settled: bool = False,
 ) -> Observed:
     """The deployment's status from its Deployments (by name) and their pods (by their
-    `ekiben.dev/service` label, `dns_part(service)`)."""
+    `ekiben.dev/service` label, `dns_part(service)`).
+
+    `settled`: the BentoDeployment was running at its present generation. A Deployment
+    whose newest generation its controller has not observed yet is a rollout in flight,
+    unless the deployment was settled and the Deployment's last observed rollout was
+    complete: then it stays running until the controller has looked. Most often only the
+    replicas changed (an autoscaler, `kubectl scale`), which is no rollout; a changed
+    template (a rebuilt image, a hand edit put back) shows as a rollout as soon as the
+    controller has observed it, milliseconds later, and its watch event brings it here.
+
+    Replicas being added or removed by an autoscaler keep the reason `Running` (the
+    message says `scaling`): a routine scale is no status change to announce.
+    """
     replicas = ready = 0
     services = []
     rolling = False
@@ -585,7 +599,7 @@ def observe(
         current = status.get("observedGeneration") == (live.get("metadata") or {}).get("generation")
         # The rollout is complete when the Deployment controller says its newest
         # ReplicaSet is available; until then replicas coming and going are progress.
-        complete = current and progressing.get("reason") == "NewReplicaSetAvailable"
+        complete = (current or settled) and progressing.get("reason") == "NewReplicaSetAvailable"
         available = (conditions.get("Available") or {}).get("status") == "True"
         service_pods = pods.get(dns_part(child.service), [])
         if not complete:
@@ -609,7 +623,7 @@ def observe(
         )  # fmt: skip
     if scaling:  # available, with replicas being added (the autoscaler's doing)
         return Observed(
-            DeploymentStatus.RUNNING, "Scaling",
+            DeploymentStatus.RUNNING, "Running",
             f"{ready}/{replicas} replicas ready ({', '.join(scaling)} scaling)",
             replicas, ready, services,
         )  # fmt: skip

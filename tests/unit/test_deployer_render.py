@@ -195,15 +195,15 @@ def pod(
         (deployment("shop-front", ready=0, complete=False), [], DeploymentStatus.DEPLOYING,
          "Deploying"),
         (deployment("shop-front", ready=1), [], DeploymentStatus.RUNNING, "Running"),
-        (deployment("shop-front", ready=2, wanted=3), [], DeploymentStatus.RUNNING, "Scaling"),
+        (deployment("shop-front", ready=2, wanted=3), [], DeploymentStatus.RUNNING, "Running"),
         (deployment("shop-front", ready=0, available=False), [], DeploymentStatus.UNHEALTHY,
          "ReplicasUnavailable"),
         # An autoscaler adding a replica: the Deployment is unavailable until it is up.
         (deployment("shop-front", ready=1, wanted=2, available=False),
-         [pod(phase="Ready"), pod(phase="Pending")], DeploymentStatus.RUNNING, "Scaling"),
+         [pod(phase="Ready"), pod(phase="Pending")], DeploymentStatus.RUNNING, "Running"),
         (deployment("shop-front", ready=1, wanted=2, available=False),
          [pod(phase="Ready"), pod("ContainerCreating", phase="Running")],
-         DeploymentStatus.RUNNING, "Scaling"),
+         DeploymentStatus.RUNNING, "Running"),
         # A replica that ran and stopped answering its readiness probe.
         (deployment("shop-front", ready=1, wanted=2, available=False),
          [pod(phase="Ready"), pod(phase="Running")], DeploymentStatus.UNHEALTHY,
@@ -222,6 +222,23 @@ def test_observe_reads_children_into_the_clients_statuses(
     children = [c for c in render(bd(), bento(), OPTIONS, OWNER) if c.kind.kind == "Deployment"]
     observed = observe(children, {"shop-front": live}, {"front": pods})
     assert (observed.status, observed.reason) == (status, reason)
+
+
+def test_a_scale_the_controller_has_not_observed_is_no_rollout_once_settled() -> None:
+    children = [c for c in render(bd(), bento(), OPTIONS, OWNER) if c.kind.kind == "Deployment"]
+    # The autoscaler raised the replicas: a new generation, its controller not there yet.
+    scaled = deployment("shop-front", ready=1, wanted=2)
+    scaled["metadata"]["generation"] = 3
+    live = {"shop-front": scaled}
+    first = observe(children, live, {"front": []})
+    assert first.status is DeploymentStatus.DEPLOYING  # no running status to keep yet
+    again = observe(children, live, {"front": []}, settled=True)
+    assert (again.status, again.reason) == (DeploymentStatus.RUNNING, "Running")
+    assert again.message == "1/2 replicas ready (shop-front scaling)"
+    # A rollout its controller has observed is one, settled or not.
+    rolling = deployment("shop-front", ready=1, wanted=2, complete=False)
+    observed = observe(children, {"shop-front": rolling}, {"front": []}, settled=True)
+    assert observed.status is DeploymentStatus.DEPLOYING
 
 
 def test_pod_problem_names_the_pod() -> None:
