@@ -135,6 +135,10 @@ class ContainersSettings(BaseModel):
     # Remove buildah's leftover working containers when the builder starts leading (left by
     # a killed build). Off only where other programs share the store (the tests).
     prune_on_start: bool = True
+    # Built images kept in the layer store, newest first, with the cache layers under them.
+    # Older ones (and the layers no kept image uses) are removed when no build is running;
+    # a bento built again after that is built cold. 0: keep every image.
+    keep_images: int = Field(default=20, ge=0)
     push_timeout_seconds: float = Field(default=1800.0, gt=0)
 
     @field_validator("mirrors")

@@ -7,7 +7,8 @@ Debian-built base in the test registry) to the gateway; the builder, triggered b
 registry (skopeo agrees on the digest), the Bento on the API server names it, the events
 are on the stream, the builds API shows it and its logs, and podman runs it: `/greet`
 answers 200. An identical re-push builds nothing; a code-only change rebuilds from the
-layer cache.
+layer cache. With `keep_images=1` the store then holds only the newest image, and the
+cache under it still serves the next code-only change.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.builder.adapters.buildah import Buildah
 from services.builder.adapters.containers import ContainerEnvironment
 from services.builder.adapters.skopeo import Skopeo
 from services.builder.handlers import BENTO_PUSHED_CONSUMER
@@ -54,7 +56,7 @@ async def test_a_pushed_bento_is_built_pushed_published_and_runs(
     for name in ("service.py", "bentofile.yaml"):
         (source / name).write_text((GREETER / name).read_text())
     home = tmp_path / "home"
-    async with builder_stack() as bs:
+    async with builder_stack(containers={"keep_images": 1}) as bs:
         bs: BuilderStack  # type: ignore[no-redef]
         await login(bentoml_client, home, bs.stack)
         tag = await build_greeter(bentoml_client, home, source)
@@ -151,3 +153,26 @@ async def test_a_pushed_bento_is_built_pushed_published_and_runs(
         report(pytestconfig, f"builder: code-only rebuild in {seconds2:.1f}s ({cached} cached)")
         assert cached >= 3, lines[-40:]
         assert done2["digest"] != done["digest"]
+
+        # The store keeps one built image: the first is gone, the second stays...
+        buildah = Buildah(container_env)
+        target2 = f"{done2['image_repository']}:{done2['image_tag']}"
+
+        async def pruned() -> list[str] | None:
+            names = [n for image in await buildah.images() for n in image.names]
+            return names if target not in names else None
+
+        names = await wait_for(pruned, timeout=30, what=f"{target} pruned from the store")
+        assert target2 in names
+        # ... and so do the layers under it: the next code-only change is cached again.
+        service.write_text(service.read_text().replace('GREETING = "Hi"', 'GREETING = "Hey"'))
+        tag3 = await build_greeter(bentoml_client, home, source)
+        await bentoml(bentoml_client, home, "push", tag3)
+        build3 = await newest_build(bs, tag3.split(":")[1])
+        done3 = await bs.build_done(build3["id"])
+        assert done3["status"] == "succeeded", done3
+        cached3 = await bs.pool.fetchval(
+            "SELECT count(*) FROM build_logs WHERE build_id = $1 AND line LIKE '--> Using cache%'",
+            build3["id"],
+        )
+        assert cached3 >= 3

@@ -83,6 +83,15 @@ class BuiltImage:
 
 
 @dataclass(frozen=True)
+class StoredImage:
+    """A tagged image in the layer store: its id, its names, and when it was created."""
+
+    id: str
+    names: tuple[str, ...]
+    created: int
+
+
+@dataclass(frozen=True)
 class WorkingContainer:
     id: str
     name: str
@@ -287,6 +296,24 @@ class Buildah:
             result = await self._run(*args)
             if not result.ok and not _is_unknown_image(result):
                 raise failure(f"buildah rmi {ref} failed", result)
+
+    async def images(self) -> list[StoredImage]:
+        """The tagged images in the store (not the untagged layers of the build cache)."""
+        for _ in range(3):  # an image removed while buildah lists them fails the listing
+            result = await self._run("images", "--json", capture_stdout=True)
+            if result.ok or not _is_unknown_image(result):
+                break
+        if not result.ok:
+            raise failure("buildah images failed", result)
+        listed = json.loads(result.stdout or b"null") or []
+        return [
+            StoredImage(
+                id=str(item.get("id", "")),
+                names=tuple(str(name) for name in item.get("names") or ()),
+                created=int(item.get("created") or 0),
+            )
+            for item in listed
+        ]
 
     async def working_containers(self) -> list[WorkingContainer]:
         """buildah's working containers in the store (left behind by killed builds)."""

@@ -30,6 +30,7 @@ class ContainerTools:
     skopeo: Skopeo
     podman: Podman
     prune_on_start: bool = True
+    keep_images: int = 20
 
     @classmethod
     def from_settings(cls, settings: BuilderSettings) -> ContainerTools:
@@ -52,6 +53,7 @@ class ContainerTools:
             ),
             podman=Podman(env, binary=containers.podman),
             prune_on_start=containers.prune_on_start,
+            keep_images=containers.keep_images,
         )
 
     @property

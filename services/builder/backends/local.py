@@ -11,6 +11,10 @@ build interrupted after its push (and retried) adopts the image that is there in
 putting a second one under the same tag. Every output line goes to the build's log.
 
 At most `max_concurrent_builds` run at once; the others wait for a slot in `running`.
+
+The store keeps the newest `containers.keep_images` built images and the cache layers
+under them. When the last running build ends, older built images are removed (buildah
+drops the untagged layers only they used); a build that starts meanwhile waits for that.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from services.builder.adapters.bento_archive import fetch_bento
-from services.builder.adapters.buildah import BuildFailed, PushRefused
+from services.builder.adapters.buildah import BuildFailed, PushRefused, StoredImage
 from services.builder.adapters.process import ToolTimeout
 from services.builder.adapters.tools import ContainerTools
 from services.builder.backends import BuildOrder, BuildTasks, Outcome, Wake
@@ -52,6 +57,9 @@ class LocalBackend:
         self.work_dir = work_dir
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks = BuildTasks(wake)
+        # Builds using the store now, and the pruning of it that runs when they are none.
+        self._active = 0
+        self._pruning: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         # Nothing builds here yet: working containers in the store were left by a killed
@@ -69,6 +77,8 @@ class LocalBackend:
 
     async def shutdown(self) -> None:
         await self._tasks.stop()
+        if self._pruning is not None:
+            await self._pruning
 
     async def start(self, order: BuildOrder) -> None:
         self._tasks.start(order.build.id, order.key, lambda: self._run(order))
@@ -97,7 +107,11 @@ class LocalBackend:
             async with self._slots, self.service.log_writer(build, first) as logs:
                 BUILDS_IN_PROGRESS.labels(backend=self.name).inc()
                 try:
-                    outcome = await self._build(order, logs, began)
+                    await self._enter_store()
+                    try:
+                        outcome = await self._build(order, logs, began)
+                    finally:
+                        self._leave_store()
                 finally:
                     BUILDS_IN_PROGRESS.labels(backend=self.name).dec()
                 await logs.line(f"--- {outcome.state}: {outcome.digest or outcome.reason}")
@@ -191,10 +205,53 @@ class LocalBackend:
             reason = getattr(exc, "reason", None) or "Unavailable"
             return Outcome("failed", reason=reason, message=str(exc), retriable=True)
 
+    # --- the layer store ---------------------------------------------------------------
+
+    async def _enter_store(self) -> None:
+        # No await between the check and the count: a pruning never starts under a build.
+        while self._pruning is not None:
+            await asyncio.shield(self._pruning)
+        self._active += 1
+
+    def _leave_store(self) -> None:
+        self._active -= 1
+        if self._active == 0 and self.tools.keep_images > 0:
+            self._pruning = asyncio.create_task(self._prune(), name="builder-store-prune")
+
+    async def _prune(self) -> None:
+        keep = self.tools.keep_images
+        prefix = f"{self.tools.registry.host}/{self.tools.registry.repository('')}"
+        removed = 0
+        try:
+            for name in stale_images(await self.tools.buildah.images(), prefix, keep):
+                try:
+                    await self.tools.buildah.remove_images(name)
+                except (EkibenError, ToolTimeout) as exc:  # in use by a container, say
+                    log.warning("builder.local.store_prune_failed", image=name, error=str(exc))
+                else:
+                    removed += 1
+        except (EkibenError, ToolTimeout) as exc:
+            log.warning("builder.local.store_prune_failed", error=str(exc))
+        finally:
+            self._pruning = None
+        if removed:
+            log.info("builder.local.store_pruned", images=removed, kept=keep)
+
     async def _existing(self, build: BuildRow) -> str | None:
         repository = build.image_repository.split("/", 1)[1]
         async with self.tools.registry_client() as registry:
             return await registry.manifest_digest(repository, build.image_tag)
+
+
+def stale_images(images: Iterable[StoredImage], prefix: str, keep: int) -> list[str]:
+    """The names to remove so that only the `keep` newest images built here (named under
+    `prefix`) stay. Other images (base images) are never touched."""
+    built = sorted(
+        (image for image in images if any(n.startswith(prefix) for n in image.names)),
+        key=lambda image: image.created,
+        reverse=True,
+    )
+    return [n for image in built[keep:] for n in image.names if n.startswith(prefix)]
 
 
 def _image_labels(build: BuildRow) -> dict[str, str]:
