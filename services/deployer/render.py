@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -546,7 +546,7 @@ def _only_starting(pods: Iterable[dict[str, Any]]) -> bool:
 
 def observe(
     children: list[Child],
-    live_deployments: dict[str, dict[str, Any] | None],
+    live_deployments: Mapping[str, dict[str, Any] | None],
     pods: dict[str, list[dict[str, Any]]],
     *,
     settled: bool = False,
