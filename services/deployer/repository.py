@@ -11,7 +11,6 @@ Labels are stored as a JSON object, so a label filter is a GIN-indexed containme
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,19 +18,11 @@ from typing import Any
 import asyncpg
 
 from shared.contracts import deployer as dep
-from shared.contracts.registry import Label
+from shared.contracts.registry import labels_from_dict, labels_to_dict
 from shared.contracts.vocabulary import DeploymentStatus
 from shared.db import Connection, Pool
 
 Db = Connection | Pool
-
-
-def labels_to_dict(labels: Iterable[Label]) -> dict[str, str]:
-    return {label.key: label.value for label in labels}
-
-
-def _labels(stored: dict[str, str] | None) -> list[Label]:
-    return [Label(key=k, value=v) for k, v in sorted((stored or {}).items())]
 
 
 @dataclass(frozen=True)
@@ -94,7 +85,7 @@ class DeploymentRow:
             status_reason=self.status_reason,
             status_message=self.status_message,
             status_updated_at=self.status_updated_at,
-            labels=_labels(self.labels),
+            labels=labels_from_dict(self.labels),
             urls=list(self.urls),
             created_at=self.created_at,
             updated_at=self.updated_at,

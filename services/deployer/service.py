@@ -23,7 +23,7 @@ from services.deployer.adapters.clusters import ClusterDirectory
 from services.deployer.repository import DeploymentRow
 from services.deployer.spec import DEFAULT_SERVICE_KEY, config_from_spec, spec_from_config
 from shared.contracts import deployer as dep
-from shared.contracts.registry import Page
+from shared.contracts.registry import Page, labels_to_dict
 from shared.contracts.vocabulary import DeploymentStatus
 from shared.db import Connection, Pool
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -170,7 +170,7 @@ class DeployerService:
                 conn, organization=org, name=name, cluster=cluster.name,
                 namespace=cluster.namespace, created_by=actor,
                 status=DeploymentStatus.NON_DEPLOYED,
-                labels=repo.labels_to_dict(config.labels),
+                labels=labels_to_dict(config.labels),
             )  # fmt: skip
             if deployment_id is None:
                 raise Conflict(f"a deployment named {name!r} already exists")
@@ -229,7 +229,7 @@ class DeployerService:
             conn, row.id, bento=bento, config=config, spec=spec, source=source,
             created_by=actor, kube_generation=kube_generation,
         )  # fmt: skip
-        await repo.set_labels(conn, row.id, repo.labels_to_dict(config.labels))
+        await repo.set_labels(conn, row.id, labels_to_dict(config.labels))
         if row.status in STOPPED:
             # `start` is an update of a terminated deployment: it runs again.
             await self._set_status(conn, row, DeploymentStatus.NON_DEPLOYED, "Started", None)
@@ -395,7 +395,7 @@ class DeployerService:
                     conn, organization=organization, name=name, cluster=cluster,
                     namespace=namespace, created_by="kubernetes",
                     status=DeploymentStatus.NON_DEPLOYED,
-                    labels=repo.labels_to_dict(config.labels),
+                    labels=labels_to_dict(config.labels),
                 )  # fmt: skip
                 if deployment_id is None:
                     raise Conflict(

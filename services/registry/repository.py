@@ -23,26 +23,18 @@ import asyncpg
 
 from shared.contracts.registry import (
     Kind,
-    Label,
     ListFilter,
     Repository,
     UploadStatus,
     Version,
+    labels_from_dict,
+    labels_to_dict,
 )
 from shared.db import Connection, Pool
 
 Db = Connection | Pool
 
 # --- rows ----------------------------------------------------------------------------------
-
-
-def labels_to_dict(labels: Iterable[Label]) -> dict[str, str]:
-    """The stored form; a repeated key keeps its last value."""
-    return {label.key: label.value for label in labels}
-
-
-def _labels(stored: dict[str, str] | None) -> list[Label]:
-    return [Label(key=k, value=v) for k, v in sorted((stored or {}).items())]
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,7 @@ class RepositoryRow:
             organization=self.organization,
             name=self.name,
             description=self.description,
-            labels=_labels(self.labels),
+            labels=labels_from_dict(self.labels),
             created_by=self.created_by,
             created_at=self.created_at,
             updated_at=self.updated_at,
@@ -122,7 +114,7 @@ class VersionRow:
             version=self.version,
             description=self.description,
             manifest=self.manifest,
-            labels=_labels(self.labels),
+            labels=labels_from_dict(self.labels),
             size_bytes=self.size_bytes,
             bentoml_version=self.bentoml_version,
             build_at=self.build_at,

@@ -62,6 +62,7 @@ from shared.contracts.registry import (
     UploadStatus,
     Version,
     VersionRef,
+    labels_to_dict,
 )
 from shared.db import Connection, Pool
 from shared.errors import Conflict, EkibenError, InvalidInput, NotFound, TooLarge
@@ -218,7 +219,7 @@ class RegistryService:
                 organization=req.scope.organization,
                 name=req.name,
                 description=req.description,
-                labels=repo.labels_to_dict(req.labels),
+                labels=labels_to_dict(req.labels),
                 created_by=req.scope.actor,
             )
         if row is None:
@@ -226,7 +227,7 @@ class RegistryService:
         return row.contract(n_versions=0)
 
     async def update_repository(self, req: UpdateRepository) -> Repository:
-        labels = repo.labels_to_dict(req.labels) if req.labels is not None else None
+        labels = labels_to_dict(req.labels) if req.labels is not None else None
         async with self._pool().acquire() as conn, conn.transaction():
             row = await repo.get_repository(
                 conn, req.kind, req.scope.organization, req.name, lock="update"
@@ -347,7 +348,7 @@ class RegistryService:
                 version=req.version,
                 description=req.description,
                 manifest=manifest,
-                labels=repo.labels_to_dict(req.labels),
+                labels=labels_to_dict(req.labels),
                 size_bytes=size,
                 bentoml_version=bentoml_version,
                 build_at=_utc(req.build_at),
@@ -365,7 +366,7 @@ class RegistryService:
 
     async def update_version(self, req: UpdateVersion) -> Version:
         check_manifest_size(req.manifest)
-        labels = repo.labels_to_dict(req.labels) if req.labels is not None else None
+        labels = labels_to_dict(req.labels) if req.labels is not None else None
         async with self._pool().acquire() as conn, conn.transaction():
             row = await self._version_row(conn, req, for_update=True)
             manifest = req.manifest

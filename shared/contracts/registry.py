@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -70,6 +71,16 @@ class _Command(StorableText, _Model):
 class Label(_Model):
     key: str = Field(min_length=1, max_length=255)
     value: str = Field(max_length=1024)
+
+
+def labels_to_dict(labels: Iterable[Label]) -> dict[str, str]:
+    """Labels as the services store them, a JSON object; a repeated key keeps its last value."""
+    return {label.key: label.value for label in labels}
+
+
+def labels_from_dict(stored: Mapping[str, str] | None) -> list[Label]:
+    """Stored labels back as a list sorted by key."""
+    return [Label(key=k, value=v) for k, v in sorted((stored or {}).items())]
 
 
 # --- what the registry returns -----------------------------------------------------------

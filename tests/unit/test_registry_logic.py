@@ -57,3 +57,14 @@ def test_filters_become_numbered_bind_parameters_never_text() -> None:
     assert q.sql == "v.repository = $1 AND v.created_by = $2"
     assert q.args == ["iris'; DROP TABLE versions; --", "bob"]
     assert repo._Query().sql == "true"
+
+
+def test_labels_are_stored_as_an_object_and_come_back_sorted_by_key() -> None:
+    given = [reg.Label(key="team", value="a"), reg.Label(key="stage", value="dev")]
+    stored = reg.labels_to_dict([*given, reg.Label(key="team", value="b")])
+    assert stored == {"team": "b", "stage": "dev"}  # a repeated key keeps its last value
+    assert [(label.key, label.value) for label in reg.labels_from_dict(stored)] == [
+        ("stage", "dev"),
+        ("team", "b"),
+    ]
+    assert reg.labels_from_dict(None) == []
