@@ -23,11 +23,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from services.gateway import calls
 from services.gateway.artifacts.schemas import (
     SCHEMAS,
     ArtifactVersionSchema,
     RepositoryDeletedSchema,
-    TransmissionStrategy,
     VersionDeletedSchema,
     repository_schema,
     version_schema,
@@ -45,8 +45,6 @@ from services.gateway.guard import (
 from services.gateway.identity.auth import Principal, Role, current_principal, require_role
 from services.gateway.schemas import ListSchema
 from services.gateway.settings import GatewaySettings
-from shared.bus import RpcClient
-from shared.bus.rpc import invalid_input
 from shared.contracts import registry as reg
 from shared.contracts.command import Command
 from shared.errors import Conflict, EkibenError, InvalidInput
@@ -153,28 +151,6 @@ class FinishUploadBody(_Body):
 # --- the routes ----------------------------------------------------------------------------
 
 
-def _rpc(request: Request) -> RpcClient:
-    rpc: RpcClient = request.app.state.runtime.rpc
-    return rpc
-
-
-def _strategy(request: Request) -> TransmissionStrategy:
-    settings: GatewaySettings = request.app.state.runtime.settings
-    return "presigned_url" if settings.transfer_strategy == "presigned" else "proxy"
-
-
-def _scope(principal: Principal) -> reg.Scope:
-    return reg.Scope(organization=principal.organization, actor=principal.user_name)
-
-
-def _command(model: type[M], **fields: Any) -> M:
-    """Build a registry command, turning bad path or body values into a clear 422."""
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid_input(exc) from exc
-
-
 async def _call(
     request: Request,
     command: Command[Req, Res],
@@ -182,7 +158,7 @@ async def _call(
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - the bound of one NATS request
 ) -> Res:
-    return await _rpc(request).call(command, body, timeout=timeout)
+    return await calls.rpc(request).call(command, body, timeout=timeout)
 
 
 def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route table per kind
@@ -198,14 +174,19 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
 
     def on_repository(model: type[M], principal: Principal, name: str, **fields: Any) -> M:
         """A command about repository `name` of this kind, in the caller's organization."""
-        return _command(model, scope=_scope(principal), kind=kind, name=name, **fields)
+        return calls.command(model, scope=calls.scope(principal), kind=kind, name=name, **fields)
 
     def on_version(
         model: type[M], principal: Principal, name: str, version: str, **fields: Any
     ) -> M:
         """A command about version `name:version` of this kind."""
-        return _command(
-            model, scope=_scope(principal), kind=kind, repository=name, version=version, **fields
+        return calls.command(
+            model,
+            scope=calls.scope(principal),
+            kind=kind,
+            repository=name,
+            version=version,
+            **fields,
         )
 
     def version_ref(principal: Principal, name: str, version: str) -> reg.VersionRef:
@@ -215,21 +196,21 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         request: Request, version: reg.Version, *, upload_url: str = "", download_url: str = ""
     ) -> ArtifactVersionSchema:
         return version_schema(
-            version, _strategy(request), upload_url=upload_url, download_url=download_url
+            version, calls.strategy(request), upload_url=upload_url, download_url=download_url
         )
 
     @router.get(base, response_model=ListSchema[Repository])  # type: ignore[valid-type]
     async def list_repositories(
         request: Request, principal: Reader, listing: ListingQuery
     ) -> ListSchema[Any]:
-        command = _command(
+        command = calls.command(
             reg.ListRepositories,
-            scope=_scope(principal),
+            scope=calls.scope(principal),
             kind=kind,
             **listing.command_fields(default_count=20),
         )
         page = await _call(request, reg.LIST_REPOSITORIES, command)
-        strategy = _strategy(request)
+        strategy = calls.strategy(request)
         items = [repository_schema(r, strategy) for r in page.items]
         return ListSchema[Any](start=page.start, count=page.count, total=page.total, items=items)
 
@@ -256,13 +237,13 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
             await audit(
                 request, principal, f"{kind.value}_repository.create", kind.value, body.name, {}
             )
-        return repository_schema(repository, _strategy(request))
+        return repository_schema(repository, calls.strategy(request))
 
     @router.get(f"{base}/{{name}}", response_model=Repository)
     async def get_repository(request: Request, principal: Reader, name: TagName) -> BaseModel:
         command = on_repository(reg.RepositoryRef, principal, name)
         repository = await _call(request, reg.GET_REPOSITORY, command)
-        return repository_schema(repository, _strategy(request))
+        return repository_schema(repository, calls.strategy(request))
 
     @router.patch(f"{base}/{{name}}", response_model=Repository)
     @body_limit(MANIFEST_BODY_BYTES)
@@ -281,7 +262,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
             request, principal, f"{kind.value}_repository.update", kind.value, name,
             body.model_dump(exclude_none=True),
         )  # fmt: skip
-        return repository_schema(repository, _strategy(request))
+        return repository_schema(repository, calls.strategy(request))
 
     @router.delete(f"{base}/{{name}}", responses=error_responses(409))
     async def delete_repository(
@@ -302,16 +283,16 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         listing: Listing,
         default_count: int,
     ) -> ListSchema[Any]:
-        command = _command(
+        command = calls.command(
             reg.ListVersions,
-            scope=_scope(principal),
+            scope=calls.scope(principal),
             kind=kind,
             repository=repository,
             include_repository=True,
             **listing.command_fields(default_count),
         )
         page = await _call(request, reg.LIST_VERSIONS, command)
-        strategy = _strategy(request)
+        strategy = calls.strategy(request)
         items = []
         for version in page.items:
             assert version.repository_detail is not None  # asked for with include_repository
@@ -340,9 +321,9 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
     async def create_version(
         request: Request, principal: Writer, name: TagName, body: CreateVersionBody
     ) -> BaseModel:
-        command = _command(
+        command = calls.command(
             reg.CreateVersion,
-            scope=_scope(principal),
+            scope=calls.scope(principal),
             kind=kind,
             repository=name,
             version=body.version,
@@ -365,7 +346,9 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         command = on_version(reg.GetVersion, principal, name, version, include_repository=True)
         found = await _call(request, reg.GET_VERSION, command)
         assert found.repository_detail is not None  # asked for with include_repository
-        return version_with_repository_schema(found, found.repository_detail, _strategy(request))
+        return version_with_repository_schema(
+            found, found.repository_detail, calls.strategy(request)
+        )
 
     @router.patch(item, response_model=Version)
     @body_limit(MANIFEST_BODY_BYTES)
@@ -573,7 +556,7 @@ def build_router(kind: reg.Kind) -> APIRouter:  # noqa: PLR0915 - one route tabl
         # The registry refuses a version with no finished upload (the client's only
         # not-found report on a pull); a proxy-only answer then leaves the URL out.
         signed = await _call(request, reg.PRESIGN_DOWNLOAD, ref)
-        url = signed.url if _strategy(request) == "presigned_url" else ""
+        url = signed.url if calls.strategy(request) == "presigned_url" else ""
         return answer(request, signed.version, download_url=url)
 
     @router.get(

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from services.gateway import calls
 from services.gateway.audit.service import audit
 from services.gateway.builds.schemas import (
     BuildSchema,
@@ -24,7 +25,6 @@ from services.gateway.builds.service import log_stream
 from services.gateway.guard import GatewayRoute
 from services.gateway.identity.auth import Principal, Role, current_principal, require_role
 from services.gateway.schemas import ListSchema, Page, list_schema, paging
-from shared.bus import RpcClient
 from shared.contracts import builder as contract
 from shared.contracts.vocabulary import BuildStatus
 from shared.errors import InvalidInput
@@ -37,16 +37,11 @@ Writer = Annotated[Principal, Depends(require_role(Role.DEVELOPER))]
 Paging = Annotated[Page, Depends(paging())]
 
 
-def _rpc(request: Request) -> RpcClient:
-    rpc: RpcClient = request.app.state.runtime.rpc
-    return rpc
-
-
 @router.post(BUILDS_PATH, status_code=202)
 async def request_build(request: Request, principal: Writer, body: RequestBuildBody) -> BuildSchema:
     """Request a build of `bento` (or a forced rebuild); the build that covers it."""
     name, version = parse_bento_tag(body.bento)
-    build = await _rpc(request).call(
+    build = await calls.rpc(request).call(
         contract.REQUEST_BUILD,
         contract.RequestBuild(
             organization=principal.organization,
@@ -86,7 +81,7 @@ async def list_builds(
         except ValueError:
             choices = ", ".join(s.value for s in BuildStatus)
             raise InvalidInput(f"status: one of {choices}, not {status[:40]!r}") from None
-    found = await _rpc(request).call(
+    found = await calls.rpc(request).call(
         contract.LIST_BUILDS,
         contract.ListBuilds(
             organization=principal.organization, bento_name=name, bento_version=version,
@@ -101,7 +96,7 @@ async def list_builds(
 
 @router.get(f"{BUILDS_PATH}/{{build_id}}")
 async def get_build(request: Request, principal: Reader, build_id: str) -> BuildSchema:
-    build = await _rpc(request).call(
+    build = await calls.rpc(request).call(
         contract.GET_BUILD, contract.GetBuild(organization=principal.organization, id=build_id)
     )
     return build_schema(build)
@@ -125,7 +120,7 @@ async def build_logs(
     follow: Annotated[bool, Query(description="Keep streaming while the build runs.")] = True,
 ) -> StreamingResponse:
     """The build's output; streamed until the build ends (unless `follow=false`)."""
-    rpc = _rpc(request)
+    rpc = calls.rpc(request)
     # Asked once before the answer starts, so an unknown build is a clean 404.
     await rpc.call(
         contract.GET_BUILD, contract.GetBuild(organization=principal.organization, id=build_id)

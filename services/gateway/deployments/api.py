@@ -17,9 +17,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 
+from services.gateway import calls
 from services.gateway.artifacts.schemas import (
     BentoWithRepositorySchema,
-    TransmissionStrategy,
     version_with_repository_schema,
 )
 from services.gateway.audit.service import audit
@@ -42,9 +42,6 @@ from services.gateway.guard import GatewayRoute
 from services.gateway.identity.auth import Principal, Role, current_principal, require_role
 from services.gateway.identity.schemas import organization_schema
 from services.gateway.schemas import ListSchema, parse_page
-from services.gateway.settings import GatewaySettings
-from shared.bus import RpcClient
-from shared.bus.rpc import invalid_input
 from shared.contracts import deployer as dep
 from shared.contracts import registry as reg
 from shared.errors import InvalidInput, NotFound
@@ -64,29 +61,15 @@ clusters = APIRouter(tags=["clusters"], route_class=GatewayRoute)
 secrets = APIRouter(tags=["secrets"], route_class=GatewayRoute)
 
 
-def _rpc(request: Request) -> RpcClient:
-    rpc: RpcClient = request.app.state.runtime.rpc
-    return rpc
-
-
-def _strategy(request: Request) -> TransmissionStrategy:
-    settings: GatewaySettings = request.app.state.runtime.settings
-    return "presigned_url" if settings.transfer_strategy == "presigned" else "proxy"
-
-
-def _scope(principal: Principal) -> reg.Scope:
-    return reg.Scope(organization=principal.organization, actor=principal.user_name)
-
-
-def _command(model: type[M], **fields: Any) -> M:
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid_input(exc) from exc
-
-
 def _cluster(value: str | None) -> str | None:
     return (value or "").strip() or None
+
+
+def _ref(principal: Principal, name: str, cluster: str) -> dep.DeploymentRef:
+    """Deployment `name` of the caller's organization, on `cluster` (empty: the default)."""
+    return calls.command(
+        dep.DeploymentRef, scope=calls.scope(principal), cluster=_cluster(cluster), name=name
+    )
 
 
 async def _bento(request: Request, principal: Principal, tag: str) -> tuple[
@@ -96,13 +79,13 @@ async def _bento(request: Request, principal: Principal, tag: str) -> tuple[
     name, version = svc.split_tag(tag)
     try:
         ref = reg.GetVersion(
-            scope=_scope(principal), kind=reg.Kind.BENTO, repository=name, version=version,
+            scope=calls.scope(principal), kind=reg.Kind.BENTO, repository=name, version=version,
             include_repository=True,
         )  # fmt: skip
     except ValidationError as exc:
         raise InvalidInput(f"bento {tag!r} is not a valid bento tag") from exc
     try:
-        found = await _rpc(request).call(reg.GET_VERSION, ref)
+        found = await calls.rpc(request).call(reg.GET_VERSION, ref)
     except NotFound:
         raise InvalidInput(f"unknown bento {tag}: push it first (bentoml push {tag})") from None
     if found.upload_status is not reg.UploadStatus.SUCCESS:
@@ -119,7 +102,7 @@ async def _bento(request: Request, principal: Principal, tag: str) -> tuple[
         entry_service=str(entry) if entry else None,
     )  # fmt: skip
     assert found.repository_detail is not None  # asked for with include_repository
-    schema = version_with_repository_schema(found, found.repository_detail, _strategy(request))
+    schema = version_with_repository_schema(found, found.repository_detail, calls.strategy(request))
     assert isinstance(schema, BentoWithRepositorySchema)
     return target, schema
 
@@ -136,7 +119,9 @@ async def _bento_of(
 
 
 async def _clusters(request: Request, principal: Principal) -> dict[str, dep.Cluster]:
-    listed = await _rpc(request).call(dep.LIST_CLUSTERS, dep.ListClusters(scope=_scope(principal)))
+    listed = await calls.rpc(request).call(
+        dep.LIST_CLUSTERS, dep.ListClusters(scope=calls.scope(principal))
+    )
     return {cluster.name: cluster for cluster in listed.items}
 
 
@@ -165,11 +150,11 @@ async def create_deployment(
     request: Request, principal: Writer, body: CreateDeploymentBody, cluster: ClusterParam = ""
 ) -> DeploymentFullSchema:
     bento, bento_schema = await _bento(request, principal, body.bento)
-    command = _command(
-        dep.CreateDeployment, scope=_scope(principal), cluster=_cluster(cluster),
+    command = calls.command(
+        dep.CreateDeployment, scope=calls.scope(principal), cluster=_cluster(cluster),
         name=body.name or None, bento=bento, config=svc.config_from_body(body),
     )  # fmt: skip
-    created = await _rpc(request).call(dep.CREATE_DEPLOYMENT, command)
+    created = await calls.rpc(request).call(dep.CREATE_DEPLOYMENT, command)
     await audit(
         request, principal, "deployment.create", "deployment", created.name,
         {"cluster": created.cluster, "bento": bento.tag, "revision": 1},
@@ -189,12 +174,12 @@ async def list_deployments(
     search: str = "",
 ) -> ListSchema[DeploymentFullSchema]:
     page = parse_page(start, count, "", default_count=20)
-    command = _command(
-        dep.ListDeployments, scope=_scope(principal), cluster=_cluster(cluster),
+    command = calls.command(
+        dep.ListDeployments, scope=calls.scope(principal), cluster=_cluster(cluster),
         labels=svc.label_filters(q), search=svc.search_words(q, search),
         start=page.start, count=page.count,
     )  # fmt: skip
-    listed = await _rpc(request).call(dep.LIST_DEPLOYMENTS, command)
+    listed = await calls.rpc(request).call(dep.LIST_DEPLOYMENTS, command)
     known = await _clusters(request, principal)
     bentos = await asyncio.gather(*(_bento_of(request, principal, d) for d in listed.items))
     items = [
@@ -210,8 +195,8 @@ async def list_deployments(
 async def get_deployment(
     request: Request, principal: Reader, name: DeploymentName, cluster: ClusterParam = ""
 ) -> DeploymentFullSchema:
-    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    found = await _rpc(request).call(dep.GET_DEPLOYMENT, ref)
+    ref = _ref(principal, name, cluster)
+    found = await calls.rpc(request).call(dep.GET_DEPLOYMENT, ref)
     return await _answer(request, principal, found)
 
 
@@ -224,11 +209,11 @@ async def update_deployment(
     cluster: ClusterParam = "",
 ) -> DeploymentFullSchema:
     bento, bento_schema = await _bento(request, principal, body.bento)
-    command = _command(
-        dep.UpdateDeployment, scope=_scope(principal), cluster=_cluster(cluster), name=name,
+    command = calls.command(
+        dep.UpdateDeployment, scope=calls.scope(principal), cluster=_cluster(cluster), name=name,
         bento=bento, config=svc.config_from_body(body),
     )  # fmt: skip
-    updated = await _rpc(request).call(dep.UPDATE_DEPLOYMENT, command)
+    updated = await calls.rpc(request).call(dep.UPDATE_DEPLOYMENT, command)
     await audit(
         request, principal, "deployment.update", "deployment", name,
         {"bento": bento.tag, "revision": updated.latest_revision.number},
@@ -241,8 +226,8 @@ async def void_update_deployment(
     request: Request, principal: Writer, name: DeploymentName, cluster: ClusterParam = ""
 ) -> DeploymentFullSchema:
     """Code sessions' "nothing changed, look again": the deployment as it is."""
-    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    found = await _rpc(request).call(dep.GET_DEPLOYMENT, ref)
+    ref = _ref(principal, name, cluster)
+    found = await calls.rpc(request).call(dep.GET_DEPLOYMENT, ref)
     return await _answer(request, principal, found)
 
 
@@ -250,8 +235,8 @@ async def void_update_deployment(
 async def terminate_deployment(
     request: Request, principal: Writer, name: DeploymentName, cluster: ClusterParam = ""
 ) -> DeploymentFullSchema:
-    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    terminated = await _rpc(request).call(dep.TERMINATE_DEPLOYMENT, ref)
+    ref = _ref(principal, name, cluster)
+    terminated = await calls.rpc(request).call(dep.TERMINATE_DEPLOYMENT, ref)
     await audit(request, principal, "deployment.terminate", "deployment", name, {})
     return await _answer(request, principal, terminated)
 
@@ -260,8 +245,8 @@ async def terminate_deployment(
 async def delete_deployment(
     request: Request, principal: Writer, name: DeploymentName, cluster: ClusterParam = ""
 ) -> DeploymentFullSchema:
-    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    deleted = await _rpc(request).call(dep.DELETE_DEPLOYMENT, ref)
+    ref = _ref(principal, name, cluster)
+    deleted = await calls.rpc(request).call(dep.DELETE_DEPLOYMENT, ref)
     await audit(request, principal, "deployment.delete", "deployment", name, {})
     # The client needs the deleted deployment back, with a 200.
     return await _answer(request, principal, deleted)
@@ -275,11 +260,11 @@ async def rollback_deployment(
     body: RollbackBody,
     cluster: ClusterParam = "",
 ) -> DeploymentFullSchema:
-    command = _command(
-        dep.Rollback, scope=_scope(principal), cluster=_cluster(cluster), name=name,
+    command = calls.command(
+        dep.Rollback, scope=calls.scope(principal), cluster=_cluster(cluster), name=name,
         revision=body.revision,
     )  # fmt: skip
-    rolled = await _rpc(request).call(dep.ROLLBACK_DEPLOYMENT, command)
+    rolled = await calls.rpc(request).call(dep.ROLLBACK_DEPLOYMENT, command)
     await audit(
         request, principal, "deployment.rollback", "deployment", name,
         {"to_revision": body.revision, "revision": rolled.latest_revision.number},
@@ -291,9 +276,11 @@ async def rollback_deployment(
 async def list_revisions(
     request: Request, principal: Reader, name: DeploymentName, cluster: ClusterParam = ""
 ) -> RevisionListSchema:
-    ref = _command(dep.ListRevisions, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    found = await _rpc(request).call(dep.GET_DEPLOYMENT, dep.DeploymentRef(**ref.model_dump()))
-    revisions = await _rpc(request).call(dep.LIST_REVISIONS, ref)
+    ref = calls.command(
+        dep.ListRevisions, scope=calls.scope(principal), cluster=_cluster(cluster), name=name
+    )
+    found = await calls.rpc(request).call(dep.GET_DEPLOYMENT, dep.DeploymentRef(**ref.model_dump()))
+    revisions = await calls.rpc(request).call(dep.LIST_REVISIONS, ref)
     return RevisionListSchema(items=[svc.revision_schema(found, r, None) for r in revisions.items])
 
 
@@ -312,13 +299,13 @@ async def list_kube_events(
     """The Kubernetes Events of the deployment's BentoDeployment and of the objects it made
     (Deployments, Pods, Services, autoscalers, Ingresses), the most recently seen first.
     Only a deployer of the deployment's cluster can read them: 503 when none answers."""
-    ref = _command(dep.DeploymentRef, scope=_scope(principal), cluster=_cluster(cluster), name=name)
-    found = await _rpc(request).call(dep.GET_DEPLOYMENT, ref)
-    command = _command(
-        dep.ListDeploymentEvents, scope=_scope(principal), cluster=found.cluster, name=name,
+    ref = _ref(principal, name, cluster)
+    found = await calls.rpc(request).call(dep.GET_DEPLOYMENT, ref)
+    command = calls.command(
+        dep.ListDeploymentEvents, scope=calls.scope(principal), cluster=found.cluster, name=name,
         limit=limit,
     )  # fmt: skip
-    listed = await _rpc(request).call(dep.deployment_events_command(found.cluster), command)
+    listed = await calls.rpc(request).call(dep.deployment_events_command(found.cluster), command)
     return KubeEventListSchema(items=[svc.kube_event_schema(e) for e in listed.items])
 
 
@@ -352,8 +339,8 @@ async def get_cluster(
 async def list_instance_types(
     request: Request, principal: Reader, cluster: ClusterParam = ""
 ) -> list[InstanceTypeSchema]:
-    ref = _command(dep.ClusterRef, scope=_scope(principal), cluster=_cluster(cluster))
-    found = await _rpc(request).call(dep.LIST_INSTANCE_TYPES, ref)
+    ref = calls.command(dep.ClusterRef, scope=calls.scope(principal), cluster=_cluster(cluster))
+    found = await calls.rpc(request).call(dep.LIST_INSTANCE_TYPES, ref)
     return [svc.instance_type_schema(item, found.cluster) for item in found.items]
 
 
@@ -376,11 +363,11 @@ async def list_secrets(
     request: Request, principal: Reader, start: str = "", count: str = "", search: str = ""
 ) -> ListSchema[SecretSchema]:
     page = parse_page(start, count, search, default_count=20)
-    command = _command(
-        dep.ListSecrets, scope=_scope(principal), search=page.search, start=page.start,
+    command = calls.command(
+        dep.ListSecrets, scope=calls.scope(principal), search=page.search, start=page.start,
         count=page.count,
     )  # fmt: skip
-    listed = await _rpc(request).call(dep.LIST_SECRETS, command)
+    listed = await calls.rpc(request).call(dep.LIST_SECRETS, command)
     cluster = await _secret_cluster(request, principal)
     items = [svc.secret_schema(s, cluster) for s in listed.items]
     return ListSchema[SecretSchema](
@@ -392,11 +379,11 @@ async def list_secrets(
 async def create_secret(
     request: Request, principal: Writer, body: CreateSecretBody
 ) -> SecretSchema:
-    command = _command(
-        dep.CreateSecret, scope=_scope(principal), name=body.name,
+    command = calls.command(
+        dep.CreateSecret, scope=calls.scope(principal), name=body.name,
         description=body.description or "", items=_items(body.content),
     )  # fmt: skip
-    created = await _rpc(request).call(dep.CREATE_SECRET, command)
+    created = await calls.rpc(request).call(dep.CREATE_SECRET, command)
     await audit(request, principal, "secret.create", "secret", created.name, {"keys": created.keys})
     return svc.secret_schema(created, await _secret_cluster(request, principal))
 
@@ -405,8 +392,8 @@ async def create_secret(
 async def get_secret(
     request: Request, principal: Reader, name: Annotated[str, Path(max_length=253)]
 ) -> SecretSchema:
-    ref = _command(dep.SecretRef, scope=_scope(principal), name=name)
-    found = await _rpc(request).call(dep.GET_SECRET, ref)
+    ref = calls.command(dep.SecretRef, scope=calls.scope(principal), name=name)
+    found = await calls.rpc(request).call(dep.GET_SECRET, ref)
     return svc.secret_schema(found, await _secret_cluster(request, principal))
 
 
@@ -417,11 +404,11 @@ async def update_secret(
     name: Annotated[str, Path(max_length=253)],
     body: UpdateSecretBody,
 ) -> SecretSchema:
-    command = _command(
-        dep.UpdateSecret, scope=_scope(principal), name=name, description=body.description,
+    command = calls.command(
+        dep.UpdateSecret, scope=calls.scope(principal), name=name, description=body.description,
         items=None if body.content is None else _items(body.content),
     )  # fmt: skip
-    updated = await _rpc(request).call(dep.UPDATE_SECRET, command)
+    updated = await calls.rpc(request).call(dep.UPDATE_SECRET, command)
     await audit(request, principal, "secret.update", "secret", name, {"keys": updated.keys})
     return svc.secret_schema(updated, await _secret_cluster(request, principal))
 
@@ -432,7 +419,7 @@ async def update_secret(
 async def delete_secret(
     request: Request, principal: Writer, name: Annotated[str, Path(max_length=253)]
 ) -> SecretSchema:
-    ref = _command(dep.SecretRef, scope=_scope(principal), name=name)
-    deleted = await _rpc(request).call(dep.DELETE_SECRET, ref)
+    ref = calls.command(dep.SecretRef, scope=calls.scope(principal), name=name)
+    deleted = await calls.rpc(request).call(dep.DELETE_SECRET, ref)
     await audit(request, principal, "secret.delete", "secret", name, {})
     return svc.secret_schema(deleted, await _secret_cluster(request, principal))
