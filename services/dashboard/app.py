@@ -30,14 +30,20 @@ SECURITY_HEADERS = {
 }
 
 
+def page_templates() -> Jinja2Templates:
+    """The pages' templates, with the helpers and filters they use."""
+    pages = Jinja2Templates(directory=HERE / "templates")
+    pages.env.globals.update(ui=ui)
+    pages.env.filters.update(size=ui.human_size, when=ui.when)
+    return pages
+
+
 def create_app(settings: DashboardSettings | None = None) -> FastAPI:
     settings = settings or DashboardSettings()
     bootstrap(settings)
     # Many pages and one long-lived event stream per open tab share this client.
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=500))
-    pages = Jinja2Templates(directory=HERE / "templates")
-    pages.env.globals.update(ui=ui)
-    pages.env.filters.update(size=ui.human_size, when=ui.when)
+    pages = page_templates()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.dashboard import service as ui
+from services.dashboard.app import page_templates
 from tests.fixtures.manifests import bento_manifest
 
 
@@ -277,3 +278,29 @@ def test_the_deploy_form_sends_the_ingress_and_edit_round_trips_it() -> None:
     assert default.ingress_enabled
     assert not default.ingress_host
     assert ui.DeployForm(services=[]).ingress_enabled  # the create form starts ticked
+
+
+def test_the_pager_links_both_ways_with_the_listings_filters_and_only_where_there_is_a_page() -> (
+    None
+):
+    templates = page_templates().env
+    listing = templates.from_string(
+        '{% from "_pager.html" import pager %}'
+        "{% call(n) pager(paging) %}?search={{ search|urlencode }}&page_number={{ n }}{% endcall %}"
+    )
+    middle = listing.render(
+        paging=ui.Paging.of({"total": 3 * ui.PAGE_SIZE, "items": [1]}, 2), search="a b"
+    )
+    assert '<a href="?search=a%20b&page_number=1" rel="prev">Previous</a>' in middle
+    assert '<a href="?search=a%20b&page_number=3" rel="next">Next</a>' in middle
+    assert "Page 2 of 3" in middle
+    only = listing.render(paging=ui.Paging.of({"total": 1, "items": [1]}, 1), search="")
+    assert "Page 1 of 1" in only
+    assert "<a " not in only
+    # Every listing draws its pager with the macro, and each template still compiles.
+    for name in ("audit.html", "builds.html", "deployments.html", "versions.html"):
+        assert templates.loader is not None
+        source = templates.loader.get_source(templates, name)[0]
+        assert "pager(paging)" in source, name
+        assert '<nav class="pager"' not in source, name
+        templates.get_template(name)
