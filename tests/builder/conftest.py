@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from kubernetes_asyncio import client
 from pydantic import SecretStr
@@ -37,7 +36,6 @@ from shared.devstack.kube import KubeControlPlane
 from shared.devstack.oci import OciRegistry
 from shared.devstack.servers import S3Server
 from shared.errors import Conflict
-from shared.events import EVENT_STREAM
 from shared.kube.kinds import BENTO, BENTO_REQUEST
 from shared.kube.objects import Objects
 from shared.service import BackendRuntime
@@ -226,20 +224,6 @@ async def build_greeter(client: Client, home: Path, source: Path) -> str:
     listed = json.loads((await asyncio.to_thread(client.run, home, "list", "-o", "json")).stdout)
     newest = max(listed, key=lambda b: b["creation_time"])
     return str(newest["tag"])
-
-
-async def stream_events(nats_url: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(EVENT_STREAM)
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            message = await js.get_msg(EVENT_STREAM, seq)
-            found.append(json.loads(message.data or b"{}"))
-        return found
-    finally:
-        await nc.close()
 
 
 def write_bento_project(

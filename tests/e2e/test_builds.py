@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from services.builder.adapters.containers import write_container_config
 from services.builder.adapters.skopeo import Skopeo
 from services.builder.settings import ContainersSettings
 from shared.contracts.builder import bento_resource_name
-from shared.events import EVENT_STREAM
 from shared.kube.client import api_client_from_kubeconfig
 from shared.kube.kinds import BENTO
 from shared.kube.objects import Objects
 from tests.e2e.conftest import Client, RunningStack
+from tests.fixtures.events import stored_events
 from tests.fixtures.oci import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAG, build_python_base, serve_image
 from tests.fixtures.report import report
 
@@ -57,17 +56,6 @@ def build_greeter(client: Client, home: Path, source: Path) -> str:
     client.run(home, "build", cwd=source)
     listed = json.loads(client.run(home, "list", "-o", "json").stdout)
     return str(max(listed, key=lambda b: b["creation_time"])["tag"])
-
-
-async def stream_types(nats_url: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(EVENT_STREAM)
-        seqs = range(info.state.first_seq, info.state.last_seq + 1)
-        return [json.loads((await js.get_msg(EVENT_STREAM, s)).data or b"{}") for s in seqs]
-    finally:
-        await nc.close()
 
 
 async def test_ekiben_up_builds_what_the_client_pushes_and_the_image_runs(
@@ -116,7 +104,7 @@ async def test_ekiben_up_builds_what_the_client_pushes_and_the_image_runs(
         assert bento is not None
         assert bento["spec"]["image"] == image
 
-        events = await stream_types(stack.nats_url)
+        events = await stored_events(stack.nats_url)
         completed = [e for e in events if e["type"] == "build.completed"]
         assert [e["data"]["build_id"] for e in completed] == [build["id"]]
         assert completed[0]["data"]["image"] == image
@@ -132,13 +120,13 @@ async def test_ekiben_up_builds_what_the_client_pushes_and_the_image_runs(
         # The same bento pushed again (forced upload): no build starts.
         bentoml_client.run(home, "push", "--force", tag)
         for _ in range(50):
-            pushes = [e for e in await stream_types(stack.nats_url) if e["type"] == "bento.pushed"]
+            pushes = [e for e in await stored_events(stack.nats_url) if e["type"] == "bento.pushed"]
             if len(pushes) == 2:
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)
         assert (await api.get("/api/ekiben/v1/builds")).json()["total"] == 1
-        started = [e for e in await stream_types(stack.nats_url) if e["type"] == "build.started"]
+        started = [e for e in await stored_events(stack.nats_url) if e["type"] == "build.started"]
         assert len(started) == 1
 
         # A code-only change rebuilds from the layer cache.

@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import yaml
-from nats.js.errors import NotFoundError
 
 from services.builder.adapters.containers import write_container_config
 from services.builder.adapters.podman import Podman
@@ -33,12 +31,12 @@ from services.builder.settings import ContainersSettings
 from shared.contracts.builder import bento_resource_name
 from shared.devstack.kube import find_binaries
 from shared.devstack.process import StartupError, free_port
-from shared.events import EVENT_STREAM
 from shared.kube.client import api_client_from_kubeconfig
 from shared.kube.kinds import BENTO, DEPLOYMENT
 from shared.kube.objects import Objects
 from tests.e2e.conftest import Client, RunningStack
 from tests.e2e.test_bentoml_client import login
+from tests.fixtures.events import stored_events
 from tests.fixtures.oci import (
     BASE_IMAGE_REPOSITORY,
     BASE_IMAGE_TAG,
@@ -60,28 +58,6 @@ def build(client: Client, home: Path, project: Path) -> str:
     client.run(home, "build", cwd=project)
     listed = json.loads(client.run(home, "list", "-o", "json").stdout)
     return str(max(listed, key=lambda b: b["creation_time"])["tag"])
-
-
-async def statuses(nats_url: str, name: str) -> list[str]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(EVENT_STREAM)
-        except NotFoundError:
-            return []
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            event = json.loads((await js.get_msg(EVENT_STREAM, seq)).data or b"{}")
-            data = event.get("data") or {}
-            if (
-                event["type"] == "deployment.status_changed"
-                and (data.get("deployment") or {}).get("name") == name
-            ):
-                found.append(str(data["status"]))
-        return found
-    finally:
-        await nc.close()
 
 
 async def seed_base_image(stack: RunningStack, tmp_path: Path) -> None:
@@ -115,6 +91,14 @@ async def answers_like_the_pod(container: dict[str, Any], image: str, tmp_path: 
 
 def output_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
+
+
+async def statuses(nats_url: str, name: str) -> list[str]:
+    return [
+        str(event["data"]["status"])
+        for event in await stored_events(nats_url, "deployment.status_changed")
+        if ((event.get("data") or {}).get("deployment") or {}).get("name") == name
+    ]
 
 
 async def test_bentoml_deployment_commands_against_ekiben_up(

@@ -16,6 +16,7 @@ from shared.bus import Delivery
 from shared.errors import InvalidInput
 from shared.events import DLQ_STREAM, AnyEvent, BentoPushed, dlq_subject_for, subject_for
 from shared.service import BackendRuntime
+from tests.fixtures.events import stored_messages
 from tests.fixtures.runtime import probe_settings
 from tests.integration.test_outbox import pushed, wait_for
 
@@ -31,19 +32,10 @@ async def publish_raw(nats_url: str, subject: str, body: bytes, msg_id: str) -> 
 
 
 async def dead_letters(nats_url: str) -> list[tuple[str, dict[str, str], bytes]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(DLQ_STREAM)
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            if info.state.messages == 0:
-                break
-            msg = await js.get_msg(DLQ_STREAM, seq)
-            found.append((msg.subject or "", dict(msg.headers or {}), msg.data or b""))
-        return found
-    finally:
-        await nc.close()
+    return [
+        (msg.subject or "", dict(msg.headers or {}), msg.data or b"")
+        for msg in await stored_messages(nats_url, DLQ_STREAM)
+    ]
 
 
 def dead_lettered_count(consumer: str, event_type: str) -> float:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 import pytest
-from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
 from services.deployer.app import Deployer, create_runtime
@@ -26,8 +23,8 @@ from shared.contracts import deployer as dep
 from shared.contracts.registry import Label, Scope
 from shared.contracts.vocabulary import DeploymentStatus
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events import EVENT_STREAM
 from shared.settings import NatsSettings, PostgresSettings
+from tests.fixtures.events import stored_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,25 +62,6 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
-
-
-async def stream_events(nats_url: str, *types: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(EVENT_STREAM)
-        except NotFoundError:
-            return []
-        found = []
-        if info.state.messages:
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                event = json.loads((await js.get_msg(EVENT_STREAM, seq)).data or b"{}")
-                if not types or event["type"] in types:
-                    found.append(event)
-        return found
-    finally:
-        await nc.close()
 
 
 async def counts(deployer: Deployer) -> tuple[int, int, int]:
@@ -188,10 +166,10 @@ async def test_deployment_lifecycle_revisions_and_events(nats_url: str, pg_dsn: 
         assert await counts(deployer) == (0, 0, 8)
 
         async def all_published() -> bool:
-            return len(await stream_events(nats_url)) == 8
+            return len(await stored_events(nats_url)) == 8
 
         await wait_until(all_published)
-        events = await stream_events(nats_url)
+        events = await stored_events(nats_url)
         assert [e["type"] for e in events] == [
             "deployment.requested",
             "deployment.updated",  # revision 2

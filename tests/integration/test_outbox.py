@@ -14,9 +14,10 @@ import nats
 import pytest
 
 from shared.bus import Delivery
-from shared.events import EVENT_STREAM, AnyEvent, ArtifactRef, BentoPushed, subject_for
+from shared.events import AnyEvent, ArtifactRef, BentoPushed, subject_for
 from shared.outbox import OutboxRelay, processed_once, write_event
 from shared.service import BackendRuntime
+from tests.fixtures.events import stored_messages
 from tests.fixtures.runtime import probe_settings
 
 HERE = Path(__file__).parent
@@ -44,17 +45,7 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no
 
 async def stream_messages(nats_url: str) -> list[str]:
     """The event ids stored in the events stream, in order."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(EVENT_STREAM)
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(EVENT_STREAM, seq)
-            ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
-        return ids
-    finally:
-        await nc.close()
+    return [(msg.headers or {}).get("Nats-Msg-Id", "") for msg in await stored_messages(nats_url)]
 
 
 def recording_runtime(nats_url: str, pg_dsn: str) -> tuple[BackendRuntime, Counter[str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,9 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
-import nats
 import pytest
-from nats.js.errors import NotFoundError
 from pydantic import BaseModel, SecretStr
 
 from services.registry import repository as repo
@@ -57,9 +54,9 @@ from shared.contracts.registry import (
 )
 from shared.devstack.servers import S3Server
 from shared.errors import Conflict, InvalidInput, NotFound, TooLarge
-from shared.events import EVENT_STREAM
 from shared.service import BackendRuntime
 from shared.settings import NatsSettings, PostgresSettings, S3Settings
+from tests.fixtures.events import stored_events
 from tests.fixtures.manifests import bento_manifest, model_manifest
 
 ORG = "default"
@@ -85,24 +82,8 @@ class Registry:
 
     async def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """The events on the stream, oldest first."""
-        nc = await nats.connect(self.nats_url)
-        try:
-            js = nc.jetstream()
-            try:
-                info = await js.stream_info(EVENT_STREAM)
-            except NotFoundError:
-                return []
-            if not info.state.messages:
-                return []
-            found = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(EVENT_STREAM, seq)
-                event = json.loads(msg.data or b"{}")
-                if event_type is None or event["type"] == event_type:
-                    found.append(event)
-            return found
-        finally:
-            await nc.close()
+        types = () if event_type is None else (event_type,)
+        return await stored_events(self.nats_url, *types)
 
     async def settled_events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """The events, once the outbox has published everything committed so far."""

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
 from kubernetes_asyncio import client
-from nats.js.errors import NotFoundError
 
 from services.deployer.app import Deployer, create_runtime
 from services.deployer.settings import DeployerKubeSettings, IngressSettings
@@ -29,7 +26,6 @@ from shared.contracts.registry import Scope
 from shared.contracts.vocabulary import DeploymentStatus
 from shared.devstack.kube import KubeControlPlane
 from shared.errors import NotFound, Unavailable
-from shared.events import EVENT_STREAM
 from shared.kube.kinds import (
     BENTO,
     BENTO_DEPLOYMENT,
@@ -40,6 +36,7 @@ from shared.kube.kinds import (
     SERVICE,
 )
 from shared.kube.objects import Objects
+from tests.fixtures.events import stored_events
 from tests.fixtures.stack import deployer_settings
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(240)]
@@ -105,25 +102,6 @@ async def status_of(deployer: Deployer, name: str) -> DeploymentStatus:
     return found.status
 
 
-async def stream_events(nats_url: str, *types: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(EVENT_STREAM)
-        except NotFoundError:
-            return []
-        found = []
-        if info.state.messages:
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                event = json.loads((await js.get_msg(EVENT_STREAM, seq)).data or b"{}")
-                if not types or event["type"] in types:
-                    found.append(event)
-        return found
-    finally:
-        await nc.close()
-
-
 def count_writes(deployer: Deployer) -> list[tuple[str, str]]:
     """Record every write the deployer's Kubernetes client sends from now on (but the
     Lease's renewals)."""
@@ -172,7 +150,7 @@ async def test_a_deployment_rolls_out_reports_status_and_stays_idle(
             return await status_of(deployer, "iris") is DeploymentStatus.IMAGE_BUILDING
 
         await until(building, what="image-building")
-        requested = await stream_events(nats_url, "build.requested")
+        requested = await stored_events(nats_url, "build.requested")
         assert len(requested) == 1
         assert requested[0]["data"]["namespace"] == kube_namespace
         assert requested[0]["data"]["cluster"] == "default"
@@ -225,7 +203,7 @@ async def test_a_deployment_rolls_out_reports_status_and_stays_idle(
 
         # Each status once, in order, as deployment.status_changed.
         async def changes() -> list[str]:
-            events = await stream_events(nats_url, "deployment.status_changed")
+            events = await stored_events(nats_url, "deployment.status_changed")
             return [e["data"]["status"] for e in events]
 
         await until(lambda: _ends_with(changes(), "running"), what="the running event")
