@@ -1,5 +1,6 @@
 """The deployment pages: the deploy form (create and edit), a deployment's page (live
-status, revisions with rollback, services, URLs, status history, terminate, delete) and
+status, revisions with rollback, services, URLs, Kubernetes events that follow the
+deployment's changes, status history, terminate, delete) and
 /clusters. Everything through the gateway's deployments API, as the `bentoml` client uses
 it, plus `POST /api/ekiben/v1/deployments/{name}/rollback`.
 
@@ -155,6 +156,14 @@ async def _detail_page(
 async def detail(page: Signed, cluster: str, name: str, deployed: str = "") -> Response:
     notice = "Deploying: the status below changes as it happens." if deployed else ""
     return await _detail_page(page, cluster, name, notice=notice)
+
+
+@router.get("/deployments/{cluster}/{name}/events", response_class=HTMLResponse)
+async def kube_events(page: Signed, cluster: str, name: str) -> Response:
+    """The events section of the deployment's page, drawn anew: its script asks for it when
+    an event of the deployment arrives, so the table follows without a reload or a poll."""
+    events, events_problem = await _kube_events(page, cluster, name)
+    return page.render("_kube_events.html", events=events, events_problem=events_problem)
 
 
 @router.post("/deployments/{cluster}/{name}", response_class=HTMLResponse)

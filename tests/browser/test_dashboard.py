@@ -418,6 +418,11 @@ async def test_a_deployment_made_in_the_form_runs_on_screen_then_rolls_back_and_
     # The bento is built by the real builder, then deployed on the kwok nodes: the status
     # changes on this page from the event stream alone.
     await expect(status).to_contain_text("running", timeout=600_000)
+    # Its Kubernetes events follow too: the section is drawn again after the deployment's
+    # events, with what the controllers reported about its Deployment by then.
+    live_events = page.locator("[data-live-events]")
+    await expect(live_events).to_have_attribute("data-refreshed", re.compile(r"^[1-9]"))
+    await expect(live_events.locator("table.events tbody tr").first).to_be_visible()
     assert await page.evaluate("window.__notReloaded") is True
     feed = page.locator("[data-live-feed] li")
     await expect(feed.filter(has_text="running").first).to_be_visible()

@@ -297,6 +297,17 @@ async def test_the_deployment_page_round_trips_the_ingress_and_shows_why_events_
         # No deployer with a Kubernetes side for the cluster: the page says so and stands.
         assert "Kubernetes events" in page.text
         assert "cannot be read now" in page.text
+        # The section the page's script draws again when the deployment changes: the same
+        # words, without the page around them, and only for a signed-in viewer.
+        section = await client.get("/deployments/default/iris/events")
+        assert section.status_code == 200
+        assert "cannot be read now" in section.text
+        assert "<html" not in section.text
+        assert 'data-live-events data-src="/deployments/default/iris/events"' in page.text
+        async with httpx.AsyncClient(base_url=url, timeout=30) as stranger:
+            refused = await stranger.get("/deployments/default/iris/events")
+        assert refused.status_code == 303
+        assert refused.headers["location"].startswith("/login")
         events = await deploying.call("GET", "/api/ekiben/v1/deployments/iris/events")
         assert events.status_code == 503
         assert "event.list.default" in events.json()["error"]["message"]

@@ -64,20 +64,38 @@ function renderEvent(event) {
   return item;
 }
 
+// One EventSource per distinct stream: parts of a page that follow the same events (a
+// deployment's status row and its Kubernetes events) share a connection, since a browser
+// holds only a few open to one host.
+const sources = new Map();
+
 function subscribe(params, onEvent, onState, allTypes) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) if (value) query.set(key, value);
-  const source = new EventSource(`/live?${query}`);
-  const handle = (message) => {
-    let event;
-    try { event = JSON.parse(message.data); } catch { return; }
-    onEvent(event);
-  };
-  const names = allTypes ? allTypes.split(",").filter(Boolean) : EVENT_TYPES;
-  for (const type of names) source.addEventListener(type, handle);
-  source.addEventListener("open", () => onState("live"));
-  source.addEventListener("error", () => onState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"));
-  return source;
+  const key = `${query}|${allTypes || ""}`;
+  let shared = sources.get(key);
+  if (!shared) {
+    const source = new EventSource(`/live?${query}`);
+    shared = { source, events: [], states: [] };
+    const handle = (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch { return; }
+      for (const listener of shared.events) listener(event);
+    };
+    const names = allTypes ? allTypes.split(",").filter(Boolean) : EVENT_TYPES;
+    for (const type of names) source.addEventListener(type, handle);
+    source.addEventListener("open", () => { for (const listener of shared.states) listener("live"); });
+    source.addEventListener("error", () => {
+      const state = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
+      for (const listener of shared.states) listener(state);
+    });
+    sources.set(key, shared);
+  } else if (shared.source.readyState === EventSource.OPEN) {
+    onState("live");
+  }
+  shared.events.push(onEvent);
+  shared.states.push(onState);
+  return shared.source;
 }
 
 function liveFeed(root) {
@@ -146,6 +164,34 @@ function liveRows(table) {
   }, () => {}, document.body.dataset.allTypes);
 }
 
+// A deployment's Kubernetes events: drawn again from the dashboard (data-src, the same
+// server-rendered section) shortly after each event of the deployment, since its changes
+// are what the cluster reports on. A burst of events costs one fetch; nothing polls.
+const EVENTS_SETTLE_MS = 1500;
+
+function liveEvents(root) {
+  let timer = null;
+  let refreshed = 0;
+  const refresh = async () => {
+    timer = null;
+    let response;
+    try {
+      response = await fetch(root.dataset.src, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    } catch {
+      return;  // unreachable for now: the next event of the deployment tries again
+    }
+    if (!response.ok || response.redirected) return;  // a redirect is the sign-in page
+    root.innerHTML = await response.text();
+    refreshed += 1;
+    root.dataset.refreshed = String(refreshed);
+  };
+  subscribe({ types: root.dataset.types || "" }, (event) => {
+    if (rowKey(event) !== root.dataset.key) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(refresh, EVENTS_SETTLE_MS);
+  }, () => {}, document.body.dataset.allTypes);
+}
+
 // A build's log: one streamed fetch of /builds/<id>/log (the gateway's log, relayed), which
 // sends the lines so far and then each new one until the build ends. Text nodes only: a
 // log line is shown as written, never parsed as markup.
@@ -200,6 +246,7 @@ async function followLog(root) {
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-build-log]").forEach(followLog);
   document.querySelectorAll("[data-live-rows]").forEach(liveRows);
+  document.querySelectorAll("[data-live-events]").forEach(liveEvents);
   document.querySelectorAll("[data-live-feed]").forEach(liveFeed);
   document.querySelectorAll("[data-live-notice]").forEach(liveNotice);
   document.querySelectorAll("[data-copy]").forEach((button) => {
