@@ -213,6 +213,14 @@ async def test_a_deployment_rolls_out_reports_status_and_stays_idle(
         assert "deploying" in seen
         assert len(seen) == len(set(seen)), seen  # once per change
 
+        # Settled: the autoscaler's minimum (2) is up and the status says so. Until then the
+        # second pod coming up is a real status change (its ready count), not idleness.
+        async def all_ready() -> bool:
+            found = await objects.get(BENTO_DEPLOYMENT, (kube_namespace, "iris"))
+            status = (found or {}).get("status") or {}
+            return bool(status.get("replicas") == 2 and status.get("readyReplicas") == 2)
+
+        await until(all_ready, timeout=90, what="both replicas ready in the status")
         # Idle: a resync of everything sends no write at all.
         writes = count_writes(deployer)
         assert deployer.controller is not None
