@@ -12,10 +12,10 @@ create). Beyond the client: rollback to an earlier revision and the revision his
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from services.gateway import calls
 from services.gateway.artifacts.schemas import (
@@ -46,8 +46,6 @@ from shared.contracts import deployer as dep
 from shared.contracts import registry as reg
 from shared.errors import InvalidInput, NotFound
 from shared.http import error_responses
-
-M = TypeVar("M", bound=BaseModel)
 
 Reader = Annotated[Principal, Depends(current_principal)]
 Writer = Annotated[Principal, Depends(require_role(Role.DEVELOPER))]
